@@ -1,0 +1,5 @@
+"""`python -m kbsync`."""
+
+from kbsync.cli import main
+
+main()
