@@ -98,22 +98,25 @@ def demo(session: nox.Session) -> None:
     session.install("-e", ".")
     samples = ROOT / "tests" / "support" / "demo_docs"
     with (
-        firestore_emulator(session) as env,
-        api_double(session, "--api-key", "demo-key", "--latency", "0.2", "--reject-name", "broken*")
-        as base_url,
+        firestore_emulator(session) as emulator_env,
+        api_double(
+            session,
+            *("--api-key", "demo-key", "--latency", "0.4", "--reject-name", "broken*"),
+            *("--random-faults", "0.2", "--random-fault-kinds", "429,503", "--seed", "7"),
+        ) as base_url,
         tempfile.TemporaryDirectory() as workdir,
     ):
         docs = Path(workdir) / "docs"
         shutil.copytree(samples, docs)
         env = {
             **OFFLINE_ENV,
-            **env,
+            **emulator_env,
             "ELEVENLABS_API_KEY": "demo-key",
             "ELEVENLABS_BASE_URL": base_url,
             "KBSYNC_BACKOFF_BASE": "0.2",
         }
         session.log(f"ElevenLabs API double on {base_url}")
         session.run("kbsync", "upload", "--no-sync", str(docs), env=env)
-        session.run("kbsync", "sync", env=env, success_codes=[0, 1])
+        session.run("kbsync", "sync", "--verbose", env=env, success_codes=[0, 1])
         session.run("kbsync", "status", env=env)
         session.run("kbsync", "list", env=env)

@@ -64,6 +64,12 @@ class Settings(BaseSettings):
                 "ELEVENLABS_API_KEY is not set.",
                 hint="Set it in the environment or in .env (see .env.example).",
             )
+        if not key.isascii() or not key.isprintable() or any(c.isspace() for c in key):
+            # Such a key cannot go into an HTTP header; the HTTP library's own error would echo it.
+            raise ConfigError(
+                "ELEVENLABS_API_KEY holds spaces, control or non-ASCII characters.",
+                hint="Copy the key again from the ElevenLabs dashboard.",
+            )
         return key
 
     def masked_key(self) -> str:
