@@ -124,18 +124,19 @@ class RunView:
         with self._lock:
             if self._progress is not None:
                 self._progress.advance(self._task)
-                if outcome.status is SyncStatus.FAILED:
-                    self._progress.console.print(outcome_line(outcome, markup=True))
-                return
-        if not self.console.is_terminal:
-            self._plain_line(outcome)
+        self._line(outcome)
 
-    def _plain_line(self, outcome: SyncOutcome) -> None:
-        """One line per document, printed once, never wrapped (logs are grepped)."""
+    def _line(self, outcome: SyncOutcome) -> None:
+        """One line per document, printed once: coloured above the progress bar on a
+        terminal, plain and never wrapped elsewhere (logs are grepped)."""
         with self._lock:
             if outcome.id in self._shown:
                 return
             self._shown.add(outcome.id)
+            if self.console.is_terminal:
+                console = self._progress.console if self._progress else self.console
+                console.print(outcome_line(outcome, markup=True))
+                return
         line = outcome_line(outcome, markup=False)
         self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
@@ -144,9 +145,8 @@ class RunView:
         self.close()
         if not self.enabled:
             return
-        if not self.console.is_terminal:
-            for outcome in outcomes:
-                self._plain_line(outcome)
+        for outcome in outcomes:
+            self._line(outcome)
         failed = [o for o in outcomes if o.status is SyncStatus.FAILED]
         if failed:
             self.console.print(failures_table(failed))

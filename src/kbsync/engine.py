@@ -1,0 +1,482 @@
+"""The sync engine: claim a document, push it, record the outcome.
+
+It gets a `DocumentStore` and a `KnowledgeBase`, decides and records, and never prints: a
+`SyncListener` hears about progress. It knows nothing of Typer, Rich, Firestore or HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_when_event_set,
+)
+
+from kbsync.errors import RemoteError, RemoteNotFound, StoreUnavailable
+from kbsync.interfaces import Claim, DocumentStore, KnowledgeBase
+from kbsync.models import (
+    Action,
+    Document,
+    ErrorType,
+    Failure,
+    SyncOutcome,
+    SyncStatus,
+)
+
+log = logging.getLogger(__name__)
+
+RELEASE_GRACE_SECONDS = 2.0
+"""How long a stopped run lets pushes in flight finish before it gives their documents back."""
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """The one retry policy: within a run (per attempt) and across runs (per failed run)."""
+
+    max_attempts: int = 3
+    backoff_base: float = 1.0
+    backoff_max: float = 30.0
+    retry_delay_max: float = 3600.0
+    max_failed_runs: int = 8
+
+    def wait_before_retry(
+        self, failed_attempts: int, retry_after: float | None, rng: random.Random
+    ) -> float:
+        """Seconds to wait after `failed_attempts` failures: doubling with jitter, or the
+        server's `Retry-After`, never more than `backoff_max`."""
+        if retry_after is not None:
+            wait = retry_after + rng.uniform(0, self.backoff_base * 0.1)
+        else:
+            wait = self.backoff_base * 2.0 ** (failed_attempts - 1) * rng.uniform(1.0, 1.5)
+        return max(0.0, min(self.backoff_max, wait))
+
+    def next_run_delay(self, failed_runs: int, rng: random.Random) -> float | None:
+        """Seconds before a later `sync` tries a document that failed transiently in
+        `failed_runs` runs in a row; None once the cap is reached (wait for retry-failed)."""
+        if failed_runs >= self.max_failed_runs:
+            return None
+        delay = self.backoff_base * 2.0 ** (failed_runs - 1) * rng.uniform(1.0, 1.25)
+        return min(self.retry_delay_max, delay)
+
+
+class SyncListener(Protocol):
+    """What a run reports while it works; called from worker threads."""
+
+    def started(self, total: int) -> None:
+        """The run has `total` documents to look at."""
+
+    def pushing(self, document: Document) -> None:
+        """A document was claimed and is being pushed."""
+
+    def retrying(self, document: Document, error: RemoteError, attempt: int, wait: float) -> None:
+        """Attempt `attempt` failed transiently; the next starts after `wait` seconds."""
+
+    def finished(self, outcome: SyncOutcome) -> None:
+        """A document is done for this run."""
+
+
+class _Quiet:
+    """A listener that ignores everything."""
+
+    def started(self, total: int) -> None:
+        pass
+
+    def pushing(self, document: Document) -> None:
+        pass
+
+    def retrying(self, document: Document, error: RemoteError, attempt: int, wait: float) -> None:
+        pass
+
+    def finished(self, outcome: SyncOutcome) -> None:
+        pass
+
+
+class Throttle:
+    """A pause shared by every worker: one 429 slows the whole run, not just one request."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._until = 0.0
+
+    def pause(self, seconds: float) -> None:
+        """No worker sends a request for the next `seconds`."""
+        with self._lock:
+            self._until = max(self._until, time.monotonic() + seconds)
+
+    def wait(self, stop: threading.Event) -> None:
+        """Block until the pause is over (or the run is stopped)."""
+        while not stop.is_set():
+            with self._lock:
+                remaining = self._until - time.monotonic()
+            if remaining <= 0:
+                return
+            stop.wait(remaining)
+
+
+@dataclass
+class RunReport:
+    """What one run did."""
+
+    outcomes: list[SyncOutcome] = field(default_factory=list)
+    auth_failure: SyncOutcome | None = None
+    """Set when ElevenLabs rejected the API key: the run stopped there."""
+    interrupted: bool = False
+    """Set when the run was stopped from outside (Ctrl-C, SIGTERM)."""
+    store_error: StoreUnavailable | None = None
+    """Set when Firestore stopped answering: the run stopped there."""
+
+    @property
+    def failed(self) -> list[SyncOutcome]:
+        """The documents that ended `failed`."""
+        return [o for o in self.outcomes if o.status is SyncStatus.FAILED]
+
+
+@dataclass
+class _Push:
+    """One document in flight, as the run's bookkeeping sees it."""
+
+    claim: Claim
+    remote_id: str | None
+    in_doubt: bool
+    """A create may have reached ElevenLabs unheard: look before creating again."""
+    create_in_flight: bool = False
+    attempts: int = 0
+    recorded: bool = False
+
+
+class SyncEngine:
+    """Pushes documents from the store to the knowledge base, `concurrency` at a time."""
+
+    def __init__(
+        self,
+        store: DocumentStore,
+        kb: KnowledgeBase,
+        *,
+        policy: RetryPolicy | None = None,
+        concurrency: int = 4,
+        lease_seconds: float = 300.0,
+        listener: SyncListener | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.kb = kb
+        self.policy = policy or RetryPolicy()
+        self.concurrency = max(1, concurrency)
+        self.lease_seconds = lease_seconds
+        self.listener: SyncListener = listener or _Quiet()
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.owner = f"kbsync-{uuid.uuid4().hex[:12]}"
+        self.throttle = Throttle()
+        self._lock = threading.Lock()
+        self._held: dict[str, _Push] = {}
+
+    def due_ids(self) -> list[str]:
+        """Ids of every document a `sync` should push now."""
+        return list(self.store.due(self.clock()))
+
+    def run(self, doc_ids: Iterable[str], stop: threading.Event | None = None) -> RunReport:
+        """Push the given documents (those still due when claimed) and report each outcome.
+
+        `stop` set from outside (a signal handler) ends the run within a few seconds: no new
+        document is taken and those in flight go back to `pending`.
+        """
+        stop = stop or threading.Event()
+        ids = list(dict.fromkeys(doc_ids))
+        report = RunReport()
+        self.listener.started(len(ids))
+        if not ids:
+            return report
+        work: queue.SimpleQueue[str] = queue.SimpleQueue()
+        for doc_id in ids:
+            work.put(doc_id)
+        # Set when the run must stop taking documents: a stop request, a bad key, Firestore gone.
+        halt = threading.Event()
+
+        def worker() -> None:
+            while not (halt.is_set() or stop.is_set()):
+                try:
+                    doc_id = work.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    outcome = self._push_one(doc_id, stop, halt, report)
+                except StoreUnavailable as exc:
+                    with self._lock:
+                        report.store_error = report.store_error or exc
+                    halt.set()
+                    return
+                if outcome is not None:
+                    with self._lock:
+                        report.outcomes.append(outcome)
+                    self.listener.finished(outcome)
+
+        threads = [
+            threading.Thread(target=worker, name=f"kbsync-push-{n}", daemon=True)
+            for n in range(min(self.concurrency, len(ids)))
+        ]
+        for thread in threads:
+            thread.start()
+        while any(thread.is_alive() for thread in threads):
+            if stop.wait(0.05):
+                break
+        if stop.is_set():
+            report.interrupted = True
+            halt.set()
+            deadline = time.monotonic() + RELEASE_GRACE_SECONDS
+            for thread in threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            self._release_held()
+        return report
+
+    def _release_held(self) -> None:
+        """Give back every document still in flight as `pending`, flagging possible creates."""
+        with self._lock:
+            held = [push for push in self._held.values() if not push.recorded]
+            for push in held:
+                push.recorded = True
+        for push in held:
+            try:
+                self.store.release(push.claim, push.in_doubt or push.create_in_flight)
+            except StoreUnavailable:
+                log.warning(
+                    "could not give back %s: Firestore did not answer", push.claim.document.name
+                )
+
+    def _push_one(
+        self, doc_id: str, stop: threading.Event, halt: threading.Event, report: RunReport
+    ) -> SyncOutcome | None:
+        """Claim, push and record one document; None when the run stopped before recording."""
+        claim = self.store.claim(doc_id, self.owner, self.lease_seconds, self.clock())
+        if claim is None:
+            current = self.store.get(doc_id)
+            if current is None:
+                return None
+            return _outcome(current, Action.SKIPPED)
+        document = claim.document
+        push = _Push(claim, document.elevenlabs_document_id, document.create_in_doubt)
+        with self._lock:
+            self._held[doc_id] = push
+        try:
+            if stop.is_set() or halt.is_set():
+                # The run stopped while this document was being claimed: give it back unsent.
+                with self._lock:
+                    released, push.recorded = push.recorded, True
+                if not released:
+                    self.store.release(claim, push.in_doubt)
+                return None
+            return self._push_claimed(push, stop, halt, report)
+        finally:
+            with self._lock:
+                self._held.pop(doc_id, None)
+
+    def _push_claimed(
+        self, push: _Push, stop: threading.Event, halt: threading.Event, report: RunReport
+    ) -> SyncOutcome | None:
+        document = push.claim.document
+        if not document.needs_push and document.elevenlabs_document_id:
+            return self._record_success(push, document.elevenlabs_document_id, Action.UNCHANGED)
+        self.listener.pushing(document)
+        try:
+            remote_id, action = self._retrying(push, stop)(self._attempt, push, stop)
+        except RemoteError as error:
+            return self._record_failure(push, error, stop, halt, report)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            # Whatever went wrong, the document must end `failed` with a cause, never `syncing`.
+            log.exception("unexpected error pushing %s", document.name)
+            cause = f"Unexpected error: {type(exc).__name__}: {exc}"
+            unexpected = RemoteError(ErrorType.UNKNOWN, cause)
+            return self._record_failure(push, unexpected, stop, halt, report)
+        return self._record_success(push, remote_id, action)
+
+    def _retrying(self, push: _Push, stop: threading.Event) -> Retrying:
+        """The tenacity loop for one document: transient errors only, up to max_attempts."""
+        document = push.claim.document
+        policy = self.policy
+        last_error: RemoteError | None = None
+
+        def wait(state: RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            retry_after = error.retry_after if isinstance(error, RemoteError) else None
+            return policy.wait_before_retry(state.attempt_number, retry_after, self.rng)
+
+        def before_sleep(state: RetryCallState) -> None:
+            nonlocal last_error
+            error = state.outcome.exception() if state.outcome else None
+            seconds = state.next_action.sleep if state.next_action else 0.0
+            if isinstance(error, RemoteError):
+                last_error = error
+                if error.error_type is ErrorType.RATE_LIMIT:
+                    self.throttle.pause(seconds)
+                self.listener.retrying(document, error, state.attempt_number, seconds)
+
+        def sleep(seconds: float) -> None:
+            # Stopped during the wait: end the push with the last error (the document goes
+            # back to pending) instead of sending one more request after the stop.
+            if stop.wait(seconds) and last_error is not None:
+                raise last_error
+
+        return Retrying(
+            stop=stop_after_attempt(policy.max_attempts) | stop_when_event_set(stop),
+            wait=wait,
+            retry=retry_if_exception(lambda exc: isinstance(exc, RemoteError) and exc.transient),
+            before_sleep=before_sleep,
+            sleep=sleep,
+            reraise=True,
+        )
+
+    def _attempt(self, push: _Push, stop: threading.Event) -> tuple[str, Action]:
+        """One attempt: update in place if ElevenLabs has the document, else create it once."""
+        document = push.claim.document
+        push.attempts += 1
+        self.throttle.wait(stop)
+        if push.remote_id is not None:
+            try:
+                self.kb.update(push.remote_id, document.name, document.content)
+            except RemoteNotFound:
+                log.info("%s is gone from ElevenLabs; creating it again", document.name)
+                push.remote_id = None
+            else:
+                return push.remote_id, Action.UPDATED
+        if push.in_doubt:
+            adopted = self._find_own_copy(document)
+            if adopted is not None:
+                push.in_doubt = False
+                return adopted, Action.CREATED
+        push.create_in_flight = True
+        try:
+            new_id = self.kb.create(document.name, document.content)
+        except RemoteError as error:
+            push.in_doubt = push.in_doubt or error.ambiguous
+            raise
+        finally:
+            push.create_in_flight = False
+        push.in_doubt = False
+        return new_id, Action.CREATED
+
+    def _find_own_copy(self, document: Document) -> str | None:
+        """The id of a knowledge-base document with this name and exactly this text, if any:
+        the one an unheard create made."""
+        for candidate in self.kb.find_by_name(document.name):
+            if self.kb.get_content(candidate.id) == document.content:
+                log.info("adopting %s already on ElevenLabs as %s", document.name, candidate.id)
+                return candidate.id
+        return None
+
+    def _record_success(self, push: _Push, remote_id: str, action: Action) -> SyncOutcome | None:
+        with self._lock:
+            if push.recorded:
+                return None
+            push.recorded = True
+        written = self.store.record_success(
+            push.claim, remote_id, push.claim.document.content_hash, max(0, push.attempts - 1)
+        )
+        if written is None:
+            return self._lost_lease(push, action)
+        return _outcome(written, action, attempts=push.attempts)
+
+    def _record_failure(
+        self,
+        push: _Push,
+        error: RemoteError,
+        stop: threading.Event,
+        halt: threading.Event,
+        report: RunReport,
+    ) -> SyncOutcome | None:
+        document = push.claim.document
+        in_doubt = push.in_doubt
+        with self._lock:
+            if push.recorded:
+                return None
+            push.recorded = True
+            first_auth_failure = error.error_type is ErrorType.AUTH_ERROR and not halt.is_set()
+            if error.error_type is ErrorType.AUTH_ERROR:
+                halt.set()
+        if (error.error_type is ErrorType.AUTH_ERROR and not first_auth_failure) or (
+            stop.is_set() and error.transient
+        ):
+            # Only the first document to hear "bad key" is marked; a stopped run's transient
+            # failure is not the document's fault. Both go back to pending.
+            self.store.release(push.claim, in_doubt)
+            return None
+        retries = max(0, push.attempts - 1)
+        next_attempt_at = None
+        if error.transient:
+            delay = self.policy.next_run_delay(document.failed_runs + 1, self.rng)
+            if delay is not None:
+                next_attempt_at = self.clock() + timedelta(seconds=delay)
+        failure = Failure(error.error_type, error.message)
+        written = self.store.record_failure(push.claim, failure, retries, next_attempt_at, in_doubt)
+        if written is None:
+            return self._lost_lease(push, Action.FAILED)
+        outcome = _outcome(written, Action.FAILED, attempts=push.attempts)
+        if first_auth_failure:
+            with self._lock:
+                report.auth_failure = outcome
+        return outcome
+
+    def _lost_lease(self, push: _Push, action: Action) -> SyncOutcome | None:
+        """Another run took the document over while we pushed: report it as it stands now."""
+        current = self.store.get(push.claim.document.id)
+        log.warning("lost the lease on %s before recording the outcome", push.claim.document.name)
+        if current is None:
+            return None
+        return _outcome(current, action, attempts=push.attempts)
+
+
+def _outcome(document: Document, action: Action, attempts: int = 0) -> SyncOutcome:
+    """The outcome row for a document as it now stands."""
+    failed = document.sync_status is SyncStatus.FAILED
+    return SyncOutcome(
+        id=document.id,
+        name=document.name,
+        status=document.sync_status,
+        action=Action.FAILED if failed and action is not Action.SKIPPED else action,
+        elevenlabs_document_id=document.elevenlabs_document_id,
+        error_type=document.sync_error_type if failed else None,
+        error_message=document.sync_error_message if failed else None,
+        attempts=attempts,
+        retry_count=document.sync_retry_count,
+    )
+
+
+def would_push(store: DocumentStore, doc_id: str) -> SyncOutcome | None:
+    """What a run would do with a document (for `--dry-run`), without touching anything."""
+    document = store.get(doc_id)
+    if document is None:
+        return None
+    if not document.needs_push:
+        return _outcome(document, Action.UNCHANGED)
+    action = Action.UPDATED if document.elevenlabs_document_id else Action.CREATED
+    return _outcome(document, action)
+
+
+def skipped_outcome(document: Document) -> SyncOutcome:
+    """The outcome row for a document this run left alone."""
+    return _outcome(document, Action.SKIPPED)
+
+
+def unchanged_outcome(document: Document) -> SyncOutcome:
+    """The outcome row for a document whose text ElevenLabs already holds."""
+    return _outcome(document, Action.UNCHANGED)
