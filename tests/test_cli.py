@@ -6,6 +6,7 @@ output, the Firestore document and what ElevenLabs (the double) ended up holding
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -638,41 +639,6 @@ def test_piped_output_has_no_escape_codes_and_no_key(
     assert "guide.md" in proc.stdout
 
 
-def test_sigterm_stops_a_sync_and_leaves_nothing_syncing(
-    env: dict[str, str], store: FirestoreStore, kb: ElevenLabsDouble, tmp_path: Path
-) -> None:
-    for n in range(20):
-        write(tmp_path, f"docs/doc{n:02}.md", f"document {n}\n")
-    assert kbsync("upload", "docs", "--no-sync").exit_code == 0
-    kb.latency = 0.5
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kbsync", "sync", "--concurrency", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_subprocess_env(env),
-        cwd=tmp_path,
-    )
-    deadline = time.monotonic() + 60
-    while kb.count(*CREATE) < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stopped_at = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=30)
-
-    assert proc.returncode == 130, stderr
-    assert time.monotonic() - stopped_at < 10
-    counts = store.count_by_status()
-    assert counts[SyncStatus.SYNCING] == 0
-    assert counts[SyncStatus.FAILED] == 0
-    assert counts[SyncStatus.PENDING] > 0
-    kb.latency = 0.0
-    finished = kbsync("sync")
-    assert finished.exit_code == 0
-    assert store.count_by_status()[SyncStatus.COMPLETED] == 20
-    assert sorted(doc.name for doc in kb.documents.values()) == [f"doc{n:02}.md" for n in range(20)]
-
-
 def test_status_watch_ends_with_exit_0_on_ctrl_c(
     env: dict[str, str], store: FirestoreStore, tmp_path: Path
 ) -> None:
@@ -695,3 +661,125 @@ def test_status_watch_ends_with_exit_0_on_ctrl_c(
     assert proc.returncode == 0, stderr
     assert "pending 0" in first
     assert "Traceback" not in stderr
+
+
+# --- more of the contract ---------------------------------------------------------------------
+
+
+def test_firestore_document_has_the_contract_fields_with_their_types(
+    env: dict[str, str], store: FirestoreStore, tmp_path: Path
+) -> None:
+    """Other programs read these fields: check them on the raw Firestore document."""
+    from google.cloud import firestore  # noqa: PLC0415  only this test reads Firestore directly
+
+    write(tmp_path, "guide.md", "the text\n")
+    assert kbsync("upload", "guide.md").exit_code == 0
+
+    client = firestore.Client(project=os.environ["GOOGLE_CLOUD_PROJECT"])
+    raw = client.collection("knowledge_documents").document(document_id("guide.md")).get()
+    fields = raw.to_dict()
+    assert fields is not None
+    assert fields["name"] == "guide.md"
+    assert fields["content"] == "the text\n"
+    assert isinstance(fields["content_hash"], str)
+    assert fields["source"] == "guide.md"
+    assert fields["sync_status"] == "completed"
+    assert isinstance(fields["elevenlabs_document_id"], str)
+    assert fields["sync_error_type"] is None
+    assert fields["sync_error_message"] is None
+    assert isinstance(fields["last_sync_attempt"], datetime.datetime)
+    assert fields["sync_retry_count"] == 0
+    assert isinstance(fields["created_at"], datetime.datetime)
+    assert isinstance(fields["updated_at"], datetime.datetime)
+
+    write(tmp_path, "guide.md", "new text\n")
+    assert kbsync("upload", "guide.md").exit_code == 0
+    changed = client.collection("knowledge_documents").document(document_id("guide.md")).get()
+    assert changed.get("content_hash") != fields["content_hash"]
+    assert len(list(client.collection("knowledge_documents").stream())) == 1
+
+
+def test_the_key_is_never_stored_in_firestore(
+    env: dict[str, str], store: FirestoreStore, kb: ElevenLabsDouble, tmp_path: Path
+) -> None:
+    write(tmp_path, "guide.md")
+    kb.api_keys.clear()
+
+    assert kbsync("upload", "guide.md").exit_code == 3
+
+    for document in store.list_documents():
+        assert KEY not in repr(document)
+
+
+def test_a_create_whose_answer_was_lost_is_not_made_twice(
+    env: dict[str, str], store: FirestoreStore, kb: ElevenLabsDouble, tmp_path: Path
+) -> None:
+    write(tmp_path, "guide.md", "exactly this text\n")
+    kb.script(*CREATE, Fault.commit_then_drop())
+
+    result = kbsync("upload", "guide.md")
+
+    assert result.exit_code == 0, result.output
+    (held,) = kb.docs_named("guide.md")
+    document = store.get_by_name("guide.md")
+    assert document is not None
+    assert document.sync_status is SyncStatus.COMPLETED
+    assert document.elevenlabs_document_id == held.id
+    assert kb.count(*CREATE) == 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_stop_a_sync_quickly_and_leave_nothing_syncing(
+    env: dict[str, str], store: FirestoreStore, kb: ElevenLabsDouble, tmp_path: Path, sig: int
+) -> None:
+    for n in range(20):
+        write(tmp_path, f"docs/doc{n:02}.md", f"document {n}\n")
+    assert kbsync("upload", "docs", "--no-sync").exit_code == 0
+    kb.latency = 0.5
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kbsync", "sync", "--concurrency", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_subprocess_env(env),
+        cwd=tmp_path,
+    )
+    deadline = time.monotonic() + 60
+    while kb.count(*CREATE) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stopped_at = time.monotonic()
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=30)
+
+    assert proc.returncode == 130, stderr
+    assert time.monotonic() - stopped_at < 10
+    assert "Traceback" not in stderr
+    counts = store.count_by_status()
+    assert counts[SyncStatus.SYNCING] == 0
+    assert counts[SyncStatus.FAILED] == 0
+    assert counts[SyncStatus.PENDING] > 0
+    kb.latency = 0.0
+    finished = kbsync("sync")
+    assert finished.exit_code == 0
+    assert store.count_by_status()[SyncStatus.COMPLETED] == 20
+    assert sorted(doc.name for doc in kb.documents.values()) == [f"doc{n:02}.md" for n in range(20)]
+
+
+def test_a_terminal_gets_colour_unless_no_color(
+    env: dict[str, str],
+    store: FirestoreStore,
+    kb: ElevenLabsDouble,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    write(tmp_path, "guide.md")
+    assert kbsync("upload", "guide.md").exit_code == 0
+    monkeypatch.setenv("FORCE_COLOR", "1")
+
+    coloured = kbsync("list")
+    monkeypatch.setenv("NO_COLOR", "1")
+    plain = kbsync("list")
+
+    assert "\x1b[32m" in coloured.stdout  # completed, in green
+    assert "\x1b[3" not in plain.stdout
+    assert "completed" in plain.stdout

@@ -72,13 +72,6 @@ class Settings(BaseSettings):
             )
         return key
 
-    def masked_key(self) -> str:
-        """The key as it may be shown: at most its last 4 characters."""
-        key = self.api_key.get_secret_value() if self.api_key else ""
-        if not key:
-            return "(not set)"
-        return "****" + key[-4:] if len(key) > 8 else "****"
-
     def export_emulator_host(self) -> None:
         """Let the Firestore library see an emulator host that came from `.env`.
 
