@@ -213,6 +213,7 @@ def test_upload_over_an_expired_lease_makes_it_pending(
     assert document.sync_status is SyncStatus.PENDING
     assert document.lease_owner is None
     assert document.lease_expires_at is None
+    assert document.create_in_doubt, "the run that died may have created it on ElevenLabs"
 
 
 def test_upsert_of_many_documents_at_once(store: FirestoreStore) -> None:
@@ -269,6 +270,8 @@ def test_a_live_lease_keeps_other_runs_out_until_it_runs_out(
     assert takeover.document.lease_owner == "run-2"
     assert takeover.document.last_sync_attempt == later
     assert takeover.document.sync_retry_count == 1, "the same content was attempted before"
+    assert takeover.document.create_in_doubt, "the run that lost it may have created it"
+    assert not first.document.create_in_doubt
 
 
 def test_a_run_that_lost_its_lease_records_nothing(store: FirestoreStore, now: datetime) -> None:

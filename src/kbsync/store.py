@@ -319,6 +319,8 @@ class FirestoreStore:
             }
             if stored.attempted_hash == stored.content_hash:
                 fields["sync_retry_count"] = stored.sync_retry_count + 1
+            if _taken_from_a_dead_run(stored):
+                fields["create_in_doubt"] = True
             return fields, Claim(document=_document(doc_id, data | fields), owner=owner)
 
         return self._change(doc_id, decide)
@@ -513,6 +515,8 @@ def _upsert_decision(
         if not (stored.sync_status == SyncStatus.SYNCING and not _lease_expired(stored, now)):
             # A run pushing it under a live lease sees the new hash when it records its result.
             fields |= {"sync_status": SyncStatus.PENDING.value, **_NO_LEASE}
+            if _taken_from_a_dead_run(stored):
+                fields["create_in_doubt"] = True
         return fields, UpsertResult(_document(new.id, data | fields), UpsertAction.CHANGED)
     if stored.sync_status == SyncStatus.FAILED:
         fields = {
@@ -548,6 +552,12 @@ def _new_fields(new: NewDocument, now: datetime) -> _Fields:
         "failed_runs": 0,
         "next_attempt_at": None,
     }
+
+
+def _taken_from_a_dead_run(stored: Document) -> bool:
+    """A `syncing` document whose lease ran out: the run that held it may have created it on
+    ElevenLabs before it died, so the next push must look before creating."""
+    return stored.sync_status == SyncStatus.SYNCING
 
 
 def _lease_expired(document: Document, now: datetime) -> bool:
