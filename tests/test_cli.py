@@ -783,3 +783,33 @@ def test_a_terminal_gets_colour_unless_no_color(
     assert "\x1b[32m" in coloured.stdout  # completed, in green
     assert "\x1b[3" not in plain.stdout
     assert "completed" in plain.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "heavy"),
+    [
+        (["--help"], ("google", "elevenlabs", "httpx", "grpc", "pydantic", "tenacity")),
+        (["--version"], ("google", "elevenlabs", "httpx", "grpc", "pydantic", "tenacity")),
+        # Typer itself loads pydantic to describe some option types.
+        (["sync", "--help"], ("google", "elevenlabs", "httpx", "grpc", "tenacity")),
+    ],
+)
+def test_help_and_version_do_not_load_the_heavy_libraries(
+    args: list[str], heavy: tuple[str, ...]
+) -> None:
+    """`kbsync --help` must start quickly: Firestore, ElevenLabs and HTTP stay unloaded."""
+    probe = (
+        "import sys\n"
+        "from kbsync.cli import app\n"
+        "try:\n"
+        f"    app({args!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"heavy = {heavy!r}\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in heavy}))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -20,15 +20,16 @@ from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import typer
-from rich.console import Console
-from rich.live import Live
 
-from kbsync import __version__, render
-from kbsync.config import Settings, load_settings
+from kbsync import __version__
 from kbsync.errors import ExitCode, InputError, InputProblem, KbsyncError, StoreUnavailable
 from kbsync.models import SyncOutcome, SyncStatus
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
+    from kbsync import render
+    from kbsync.config import Settings
     from kbsync.engine import RunReport, SyncEngine
     from kbsync.interfaces import DocumentStore
 
@@ -38,6 +39,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: Typer's rich help formatter imports ~100 ms of modules on every --help.
+    rich_markup_mode=None,
 )
 
 P = ParamSpec("P")
@@ -76,8 +79,22 @@ def _root(
     """Keep a Firestore knowledge base in step with the ElevenLabs knowledge base."""
 
 
+def _settings(**overrides: object) -> Settings:
+    """The settings; pydantic is imported here, not at start-up, so --help stays quick."""
+    from kbsync.config import load_settings
+
+    return load_settings(**overrides)
+
+
+def _console(*, stderr: bool = False) -> Console:
+    """A Rich console; Rich is imported when something is shown, not at start-up."""
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
 def _err_console() -> Console:
-    return Console(stderr=True)
+    return _console(stderr=True)
 
 
 def _fail(exc: KbsyncError) -> NoReturn:
@@ -125,7 +142,7 @@ def _setup_logging(verbose: bool) -> None:
 def _open_store(settings: Settings) -> DocumentStore:
     """The Firestore store, checked to answer (exit 3 if it does not)."""
     settings.export_emulator_host()
-    from kbsync.store import FirestoreStore  # noqa: PLC0415  heavy import, only when needed
+    from kbsync.store import FirestoreStore
 
     store = FirestoreStore(
         settings.collection, project=settings.project, database=settings.database
@@ -136,8 +153,8 @@ def _open_store(settings: Settings) -> DocumentStore:
 
 def _engine(settings: Settings, store: DocumentStore, view: render.RunView) -> SyncEngine:
     """The sync engine wired to Firestore and ElevenLabs."""
-    from kbsync.engine import RetryPolicy, SyncEngine  # noqa: PLC0415  keeps --help light
-    from kbsync.remote import ElevenLabsKB  # noqa: PLC0415  heavy import, only when needed
+    from kbsync.engine import RetryPolicy, SyncEngine
+    from kbsync.remote import ElevenLabsKB
 
     kb = ElevenLabsKB(
         settings.require_api_key(), base_url=settings.base_url, timeout=settings.request_timeout
@@ -191,6 +208,8 @@ def _finish_run(
     extra_skipped: int = 0,
 ) -> NoReturn:
     """Render a run's result and exit with the contract's code."""
+    from kbsync import render
+
     summary = render.summarize(outcomes, extra_skipped)
     if view.enabled:
         view.conclude(outcomes, summary)
@@ -237,7 +256,9 @@ def _push(
 
 def _run_view(as_json: bool, label: str) -> render.RunView:
     """Progress and results on stdout; nothing but the JSON there with --json."""
-    return render.RunView(Console(), enabled=not as_json, label=label)
+    from kbsync import render
+
+    return render.RunView(_console(), enabled=not as_json, label=label)
 
 
 @_command()
@@ -257,13 +278,13 @@ def upload(
     verbose: Verbose = False,
 ) -> None:
     """Write files into Firestore, then push them to ElevenLabs and wait for the result."""
-    from kbsync.engine import skipped_outcome, unchanged_outcome  # noqa: PLC0415
-    from kbsync.ingest import read_inputs  # noqa: PLC0415
-    from kbsync.interfaces import UpsertAction  # noqa: PLC0415
+    from kbsync.engine import skipped_outcome, unchanged_outcome
+    from kbsync.ingest import read_inputs
+    from kbsync.interfaces import UpsertAction
 
     _setup_logging(verbose)
     inputs = read_inputs(paths, name)
-    settings = load_settings()
+    settings = _settings()
     if not no_sync:
         settings.require_api_key()
     store = _open_store(settings)
@@ -285,7 +306,7 @@ def upload(
     if to_push:
         report = _push(settings, store, to_push, view)
     else:
-        from kbsync.engine import RunReport  # noqa: PLC0415
+        from kbsync.engine import RunReport
 
         report = RunReport()
     for outcome in report.outcomes:
@@ -312,12 +333,14 @@ def sync(
     verbose: Verbose = False,
 ) -> None:
     """Push every document that needs it. Made to be run by cron."""
+    from kbsync import render
+
     _setup_logging(verbose)
-    settings = load_settings(concurrency=concurrency)
+    settings = _settings(concurrency=concurrency)
     if not dry_run:
         settings.require_api_key()
     store = _open_store(settings)
-    from kbsync.engine import utcnow, would_push  # noqa: PLC0415
+    from kbsync.engine import utcnow, would_push
 
     due = list(store.due(utcnow()))
     if dry_run:
@@ -326,10 +349,10 @@ def sync(
         if as_json:
             _print_json(render.run_json(planned, summary))
         else:
-            render.render_plan(Console(), planned, summary)
+            render.render_plan(_console(), planned, summary)
         raise typer.Exit(ExitCode.OK)
     if not due and not as_json:
-        Console().print("Nothing to sync.", markup=False, highlight=False)
+        _console().print("Nothing to sync.", markup=False, highlight=False)
     view = _run_view(as_json, "Syncing")
     report = _push(settings, store, due, view)
     outcomes = sorted(report.outcomes, key=lambda outcome: outcome.name)
@@ -346,10 +369,10 @@ def retry_failed(
     verbose: Verbose = False,
 ) -> None:
     """Put failed documents (all, or those named) back to pending and push them now."""
-    from kbsync.engine import skipped_outcome  # noqa: PLC0415
+    from kbsync.engine import skipped_outcome
 
     _setup_logging(verbose)
-    settings = load_settings()
+    settings = _settings()
     settings.require_api_key()
     store = _open_store(settings)
     named = list(dict.fromkeys(names or []))
@@ -378,14 +401,16 @@ def list_documents(
     verbose: Verbose = False,
 ) -> None:
     """A table of the documents: name, status, ElevenLabs id, last attempt, retries."""
+    from kbsync import render
+
     _setup_logging(verbose)
-    store = _open_store(load_settings())
+    store = _open_store(_settings())
     wanted = SyncStatus(status.value) if status else None
     documents = store.list_documents(wanted)
     if as_json:
         _print_json({"documents": [render.document_json(document) for document in documents]})
         return
-    Console().print(render.documents_table(documents))
+    _console().print(render.documents_table(documents))
 
 
 @_command()
@@ -401,10 +426,12 @@ def status(
     verbose: Verbose = False,
 ) -> None:
     """Counts per status and the failed documents with their error type and message."""
+    from kbsync import render
+
     _setup_logging(verbose)
     if watch and as_json:
         raise InputError([InputProblem("--json", "cannot be combined with --watch")])
-    store = _open_store(load_settings())
+    store = _open_store(_settings())
 
     def snapshot() -> tuple[dict[SyncStatus, int], list[Any]]:
         return store.count_by_status(), list(store.list_documents(SyncStatus.FAILED))
@@ -412,7 +439,7 @@ def status(
     if as_json:
         _print_json(render.status_json(*snapshot()))
         return
-    console = Console()
+    console = _console()
     if not watch:
         console.print(render.status_view(*snapshot()))
         return
@@ -425,6 +452,10 @@ def _watch(
     interval: float,
 ) -> None:
     """Redraw the status view every `interval` seconds until Ctrl-C (exit 0)."""
+    from rich.live import Live
+
+    from kbsync import render
+
     try:
         if console.is_terminal:
             with Live(render.status_view(*snapshot()), console=console, auto_refresh=False) as live:

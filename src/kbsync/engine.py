@@ -376,10 +376,15 @@ class SyncEngine:
         return new_id, Action.CREATED
 
     def _find_own_copy(self, document: Document) -> str | None:
-        """The id of a knowledge-base document with this name and exactly this text, if any:
-        the one an unheard create made."""
+        """The id of a knowledge-base document with this name and this text, if any: the one
+        an unheard create made. Whitespace is not compared, in case the service normalises it."""
+        wanted = _words(document.content)
         for candidate in self.kb.find_by_name(document.name):
-            if self.kb.get_content(candidate.id) == document.content:
+            try:
+                content = self.kb.get_content(candidate.id)
+            except RemoteNotFound:
+                continue
+            if _words(content) == wanted:
                 log.info("adopting %s already on ElevenLabs as %s", document.name, candidate.id)
                 return candidate.id
         return None
@@ -443,6 +448,11 @@ class SyncEngine:
         if current is None:
             return None
         return _outcome(current, action, attempts=push.attempts)
+
+
+def _words(text: str) -> list[str]:
+    """Text as a list of words, for comparing texts regardless of whitespace."""
+    return text.split()
 
 
 def _outcome(document: Document, action: Action, attempts: int = 0) -> SyncOutcome:
