@@ -813,3 +813,26 @@ def test_help_and_version_do_not_load_the_heavy_libraries(
     )
 
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_concurrency_above_the_apis_cap_adapts_instead_of_failing(
+    env: dict[str, str], store: FirestoreStore, kb: ElevenLabsDouble, tmp_path: Path
+) -> None:
+    for n in range(40):
+        write(tmp_path, f"docs/doc{n:02}.md", f"document {n}\n")
+    assert kbsync("upload", "docs", "--no-sync").exit_code == 0
+    kb.latency = 0.05
+    kb.concurrency_cap = 4
+
+    result = kbsync("sync", "--concurrency", "16", "--json")
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["summary"]["created"] == 40
+    assert store.count_by_status()[SyncStatus.COMPLETED] == 40
+    assert len(kb.documents) == 40
+    refused = [r for r in kb.requests if r.fault == "concurrency_cap"]
+    assert refused, "the test must actually go over the cap"
+    assert len(refused) < 40, "kbsync must learn the cap, not hammer it"
+    assert all(d.sync_retry_count == 0 for d in store.list_documents()), (
+        "a refusal for too many at once is not a failed attempt"
+    )

@@ -1326,3 +1326,25 @@ def test_content_changed_during_a_push_stays_pending(
     document = get(store, doc_id)
     assert document.sync_status is SyncStatus.COMPLETED
     assert document.elevenlabs_document_id == "el-1"
+
+
+def test_adaptive_limit_drops_to_what_the_server_took_and_grows_back() -> None:
+    from kbsync.engine import AdaptiveLimit  # noqa: PLC0415
+
+    limit = AdaptiveLimit(8)
+    never = lambda: False  # noqa: E731
+    with limit.slot(never), limit.slot(never), limit.slot(never):
+        limit.over_limit()  # refused while two others were in flight
+        assert int(limit.limit) == 2
+    successes = 0
+    while limit.limit < 8 and successes < 1000:
+        limit.succeeded()
+        successes += 1
+    # about one more slot per round of requests: 2 + 3 + ... + 7 successes
+    assert 20 <= successes <= 40
+    for _ in range(50):
+        limit.succeeded()
+    assert limit.limit == 8, "never above --concurrency"
+    with limit.slot(never):
+        limit.over_limit()
+    assert limit.limit == 1, "never below one request at a time"

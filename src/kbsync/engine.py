@@ -12,10 +12,12 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from functools import partial
+from typing import Protocol, TypeVar
 
 from tenacity import (
     RetryCallState,
@@ -37,6 +39,8 @@ from kbsync.models import (
 )
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 RELEASE_GRACE_SECONDS = 2.0
 """How long a stopped run lets pushes in flight finish before it gives their documents back."""
@@ -131,6 +135,58 @@ class Throttle:
             stop.wait(remaining)
 
 
+class _Stopped(Exception):
+    """The run was stopped (or halted) before this document's request could be sent."""
+
+
+class AdaptiveLimit:
+    """How many requests may be in flight at once.
+
+    It starts at the ceiling (`--concurrency`). When ElevenLabs answers 429 for too many
+    requests at once, it drops to what was in flight when the server said no; every success
+    lets it grow back by about one per round of requests, so kbsync settles at the API's limit.
+    """
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling = max(1, ceiling)
+        self.limit = float(self.ceiling)
+        self._in_flight = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def slot(self, stopped: Callable[[], bool]) -> Iterator[None]:
+        """Hold one of the slots for the length of a request; `_Stopped` if the run stops."""
+        with self._cond:
+            while self._in_flight >= int(self.limit) and not stopped():
+                self._cond.wait(0.05)
+            if stopped():
+                raise _Stopped
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._in_flight -= 1
+                self._cond.notify()
+
+    def succeeded(self) -> None:
+        """A request went through: probe for one more slot, slowly."""
+        with self._cond:
+            if self.limit < self.ceiling:
+                self.limit = min(float(self.ceiling), self.limit + 1 / self.limit)
+                self._cond.notify_all()
+
+    def over_limit(self) -> None:
+        """The API refused a request for too many at once; called while its slot is held."""
+        with self._cond:
+            others = self._in_flight - 1
+            self.limit = max(1.0, min(self.limit - 1, float(others)))
+
+
+MAX_OVER_LIMIT = 20
+"""Times one request is sent again after "too many at once" before it counts as a failed attempt."""
+
+
 @dataclass
 class RunReport:
     """What one run did."""
@@ -187,6 +243,8 @@ class SyncEngine:
         self.rng = rng or random.Random()
         self.owner = f"kbsync-{uuid.uuid4().hex[:12]}"
         self.throttle = Throttle()
+        self.limit = AdaptiveLimit(self.concurrency)
+        self._halt = threading.Event()
         self._lock = threading.Lock()
         self._held: dict[str, _Push] = {}
 
@@ -210,7 +268,7 @@ class SyncEngine:
         for doc_id in ids:
             work.put(doc_id)
         # Set when the run must stop taking documents: a stop request, a bad key, Firestore gone.
-        halt = threading.Event()
+        halt = self._halt = threading.Event()
 
         def worker() -> None:
             while not (halt.is_set() or stop.is_set()):
@@ -232,7 +290,9 @@ class SyncEngine:
 
         threads = [
             threading.Thread(target=worker, name=f"kbsync-push-{n}", daemon=True)
-            for n in range(min(self.concurrency, len(ids)))
+            # More workers than request slots, so that Firestore reads and writes of some
+            # documents overlap the requests of others and the API's slots never sit idle.
+            for n in range(min(self.concurrency + max(2, self.concurrency // 2), len(ids)))
         ]
         for thread in threads:
             thread.start()
@@ -279,10 +339,7 @@ class SyncEngine:
         try:
             if stop.is_set() or halt.is_set():
                 # The run stopped while this document was being claimed: give it back unsent.
-                with self._lock:
-                    released, push.recorded = push.recorded, True
-                if not released:
-                    self.store.release(claim, push.in_doubt)
+                self._give_back(push)
                 return None
             return self._push_claimed(push, stop, halt, report)
         finally:
@@ -298,6 +355,9 @@ class SyncEngine:
         self.listener.pushing(document)
         try:
             remote_id, action = self._retrying(push, stop)(self._attempt, push, stop)
+        except _Stopped:
+            self._give_back(push)
+            return None
         except RemoteError as error:
             return self._record_failure(push, error, stop, halt, report)
         except StoreUnavailable:
@@ -346,27 +406,63 @@ class SyncEngine:
             reraise=True,
         )
 
+    def _give_back(self, push: _Push) -> None:
+        """Release a claimed document unsent (the run stopped), unless already recorded."""
+        with self._lock:
+            released, push.recorded = push.recorded, True
+        if not released:
+            self.store.release(push.claim, push.in_doubt)
+
+    def _call(self, stop: threading.Event, send: Callable[[], T]) -> T:
+        """One request: after any shared pause, within the concurrency limit.
+
+        A 429 for too many requests at once lowers the limit and the request is sent again
+        (nothing was done, so it is not a failed attempt), up to MAX_OVER_LIMIT times.
+        """
+
+        def stopped() -> bool:
+            return stop.is_set() or self._halt.is_set()
+
+        refused: RemoteError | None = None
+        for refusals in range(MAX_OVER_LIMIT):
+            if refusals:
+                stop.wait(min(self.policy.backoff_max, 0.01 * 2 ** (refusals - 1)))
+            self.throttle.wait(stop)
+            with self.limit.slot(stopped):
+                try:
+                    result = send()
+                except RemoteError as error:
+                    if not error.over_concurrency_limit:
+                        raise
+                    self.limit.over_limit()
+                    refused = error
+                    continue
+            self.limit.succeeded()
+            return result
+        assert refused is not None
+        raise refused
+
     def _attempt(self, push: _Push, stop: threading.Event) -> tuple[str, Action]:
         """One attempt: update in place if ElevenLabs has the document, else create it once."""
         document = push.claim.document
         push.attempts += 1
-        self.throttle.wait(stop)
         if push.remote_id is not None:
+            update = partial(self.kb.update, push.remote_id, document.name, document.content)
             try:
-                self.kb.update(push.remote_id, document.name, document.content)
+                self._call(stop, update)
             except RemoteNotFound:
                 log.info("%s is gone from ElevenLabs; creating it again", document.name)
                 push.remote_id = None
             else:
                 return push.remote_id, Action.UPDATED
         if push.in_doubt:
-            adopted = self._find_own_copy(document)
+            adopted = self._find_own_copy(document, stop)
             if adopted is not None:
                 push.in_doubt = False
                 return adopted, Action.CREATED
         push.create_in_flight = True
         try:
-            new_id = self.kb.create(document.name, document.content)
+            new_id = self._call(stop, partial(self.kb.create, document.name, document.content))
         except RemoteError as error:
             push.in_doubt = push.in_doubt or error.ambiguous
             raise
@@ -375,13 +471,13 @@ class SyncEngine:
         push.in_doubt = False
         return new_id, Action.CREATED
 
-    def _find_own_copy(self, document: Document) -> str | None:
+    def _find_own_copy(self, document: Document, stop: threading.Event) -> str | None:
         """The id of a knowledge-base document with this name and this text, if any: the one
         an unheard create made. Whitespace is not compared, in case the service normalises it."""
         wanted = _words(document.content)
-        for candidate in self.kb.find_by_name(document.name):
+        for candidate in self._call(stop, partial(self.kb.find_by_name, document.name)):
             try:
-                content = self.kb.get_content(candidate.id)
+                content = self._call(stop, partial(self.kb.get_content, candidate.id))
             except RemoteNotFound:
                 continue
             if _words(content) == wanted:

@@ -82,6 +82,7 @@ class RemoteError(Exception):
         status_code: int | None = None,
         retry_after: float | None = None,
         ambiguous: bool = False,
+        code: str | None = None,
     ) -> None:
         message = message[:MAX_ERROR_MESSAGE]
         super().__init__(message)
@@ -92,11 +93,22 @@ class RemoteError(Exception):
         """Seconds the server asked us to wait (Retry-After), if it said."""
         self.ambiguous = ambiguous
         """The request may have been carried out although it failed (e.g. a dropped response)."""
+        self.code = code
+        """The API's own error code, when it gave one (e.g. `concurrent_limit_exceeded`)."""
 
     @property
     def transient(self) -> bool:
         """True when the same request may succeed if tried again."""
         return self.error_type.transient
+
+    @property
+    def over_concurrency_limit(self) -> bool:
+        """A 429 for too many requests at once: nothing was done; send fewer at a time."""
+        return self.status_code == 429 and self.code in CONCURRENCY_LIMIT_CODES
+
+
+CONCURRENCY_LIMIT_CODES = frozenset({"concurrent_limit_exceeded", "too_many_concurrent_requests"})
+"""The codes ElevenLabs gives a 429 that is about requests in flight, not requests per time."""
 
 
 class RemoteNotFound(RemoteError):

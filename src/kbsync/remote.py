@@ -246,6 +246,7 @@ def _classify_status(exc: ApiError, operation: str, secret: str | None) -> Remot
         status_code=status,
         retry_after=parse_retry_after(exc.headers),
         ambiguous=ambiguous,
+        code=code,
     )
 
 
