@@ -246,12 +246,17 @@ def _finish_run(
 
 
 def _push(
-    settings: Settings, store: DocumentStore, doc_ids: Sequence[str], view: render.RunView
+    settings: Settings,
+    store: DocumentStore,
+    doc_ids: Sequence[str],
+    view: render.RunView,
+    *,
+    shared: bool = False,
 ) -> RunReport:
     """Run the engine over `doc_ids`, shown by `view`, stopping on Ctrl-C or SIGTERM."""
     engine = _engine(settings, store, view)
     with _stop_on_signals() as stop:
-        return engine.run(doc_ids, stop)
+        return engine.run(doc_ids, stop, shared=shared)
 
 
 def _run_view(as_json: bool, label: str) -> render.RunView:
@@ -354,7 +359,7 @@ def sync(
     if not due and not as_json:
         _console().print("Nothing to sync.", markup=False, highlight=False)
     view = _run_view(as_json, "Syncing")
-    report = _push(settings, store, due, view)
+    report = _push(settings, store, due, view, shared=True)
     outcomes = sorted(report.outcomes, key=lambda outcome: outcome.name)
     _finish_run(view, report, outcomes)
 

@@ -245,6 +245,7 @@ class SyncEngine:
         self.throttle = Throttle()
         self.limit = AdaptiveLimit(self.concurrency)
         self._halt = threading.Event()
+        self._report_taken = True
         self._lock = threading.Lock()
         self._held: dict[str, _Push] = {}
 
@@ -252,14 +253,28 @@ class SyncEngine:
         """Ids of every document a `sync` should push now."""
         return list(self.store.due(self.clock()))
 
-    def run(self, doc_ids: Iterable[str], stop: threading.Event | None = None) -> RunReport:
+    def run(
+        self,
+        doc_ids: Iterable[str],
+        stop: threading.Event | None = None,
+        *,
+        shared: bool = False,
+    ) -> RunReport:
         """Push the given documents (those still due when claimed) and report each outcome.
 
         `stop` set from outside (a signal handler) ends the run within a few seconds: no new
         document is taken and those in flight go back to `pending`.
+
+        `shared`: other runs may be working through the same documents (`sync` from several
+        machines). The documents are then taken in an order of this run's own, so that runs
+        started together do not all reach for the same ones, and those another run took
+        first are left out of the report (each run reports what it did).
         """
         stop = stop or threading.Event()
         ids = list(dict.fromkeys(doc_ids))
+        if shared:
+            self.rng.shuffle(ids)
+        self._report_taken = not shared
         report = RunReport()
         self.listener.started(len(ids))
         if not ids:
@@ -290,9 +305,9 @@ class SyncEngine:
 
         threads = [
             threading.Thread(target=worker, name=f"kbsync-push-{n}", daemon=True)
-            # More workers than request slots, so that Firestore reads and writes of some
-            # documents overlap the requests of others and the API's slots never sit idle.
-            for n in range(min(self.concurrency + max(2, self.concurrency // 2), len(ids)))
+            # Twice as many workers as request slots, so that the Firestore reads and writes of
+            # some documents overlap the requests of others and the API's slots never sit idle.
+            for n in range(min(2 * self.concurrency + 2, len(ids)))
         ]
         for thread in threads:
             thread.start()
@@ -328,6 +343,8 @@ class SyncEngine:
         """Claim, push and record one document; None when the run stopped before recording."""
         claim = self.store.claim(doc_id, self.owner, self.lease_seconds, self.clock())
         if claim is None:
+            if not self._report_taken:
+                return None
             current = self.store.get(doc_id)
             if current is None:
                 return None

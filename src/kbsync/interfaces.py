@@ -7,7 +7,7 @@ the real implementations, and the engine's unit tests use small fakes of the sam
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
@@ -44,6 +44,9 @@ class Claim:
     """The document as it was when claimed (status `syncing`, lease held)."""
     owner: str
     """The run that holds the lease."""
+    version: object = field(default=None, compare=False, repr=False)
+    """The store's token for the document as claimed, so that recording the outcome need not
+    read it again (the write is conditional on nobody having written since)."""
 
 
 class DocumentStore(Protocol):

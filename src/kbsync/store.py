@@ -37,10 +37,12 @@ needs no index, and a lease missing altogether counts as run out, as it does in 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -232,16 +234,32 @@ class FirestoreStore:
         return counts
 
     def due(self, now: datetime) -> Iterator[str]:
-        """Ids of documents a `sync` should try now: pending, lease run out, next attempt come."""
+        """Ids of documents a `sync` should try now: pending, lease run out, next attempt come.
+
+        The three queries run at once: a run with nothing to do costs one round trip.
+        """
         now = _aware(now)
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="kbsync-due") as pool:
+            parts = [
+                pool.submit(list, ids)
+                for ids in (self._pending_ids(), self._expired_ids(now), self._retry_ids(now))
+            ]
+            for part in parts:
+                yield from part.result()
+
+    def _pending_ids(self) -> Iterator[str]:
         pending = self._with_status(SyncStatus.PENDING).select([])
         for snapshot in self._paged(pending.order_by(FieldPath.document_id()), ID_PAGE_SIZE):
             yield snapshot.id
+
+    def _expired_ids(self, now: datetime) -> Iterator[str]:
         syncing = self._with_status(SyncStatus.SYNCING).select(["lease_expires_at"])
         for snapshot in self._paged(syncing.order_by(FieldPath.document_id()), ID_PAGE_SIZE):
             lease_expires_at = _timestamp(snapshot.get("lease_expires_at"))
             if lease_expires_at is None or lease_expires_at < now:
                 yield snapshot.id
+
+    def _retry_ids(self, now: datetime) -> Iterator[str]:
         retry_due = (
             self._with_status(SyncStatus.FAILED)
             .where(filter=FieldFilter("next_attempt_at", "<=", now))
@@ -321,9 +339,14 @@ class FirestoreStore:
                 fields["sync_retry_count"] = stored.sync_retry_count + 1
             if _taken_from_a_dead_run(stored):
                 fields["create_in_doubt"] = True
-            return fields, Claim(document=_document(doc_id, data | fields), owner=owner)
+            merged = data | fields
+            return fields, Claim(document=_document(doc_id, merged), owner=owner, version=merged)
 
-        return self._change(doc_id, decide)
+        claim, written = self._change_versioned(doc_id, decide)
+        if claim is None:
+            return None
+        assert isinstance(claim.version, dict)  # for mypy: decide() put the fields there
+        return dataclasses.replace(claim, version=_Known(claim.version, written))
 
     def record_success(
         self,
@@ -357,7 +380,7 @@ class FirestoreStore:
             }
             return fields, _document(claim.document.id, data | fields)
 
-        return self._change(claim.document.id, decide)
+        return self._change(claim.document.id, decide, _as_claimed(claim))
 
     def record_failure(
         self,
@@ -398,7 +421,7 @@ class FirestoreStore:
                 }
             return fields, _document(claim.document.id, data | fields)
 
-        return self._change(claim.document.id, decide)
+        return self._change(claim.document.id, decide, _as_claimed(claim))
 
     def release(self, claim: Claim, create_in_doubt: bool) -> bool:
         """Give a claimed document back as `pending` (run stopped); only while still held."""
@@ -417,7 +440,7 @@ class FirestoreStore:
             }
             return fields, True
 
-        return self._change(claim.document.id, decide)
+        return self._change(claim.document.id, decide, _as_claimed(claim))
 
     def reset_failed(self, names: Iterable[str] | None = None) -> list[Document]:
         """Move `failed` documents (all, or those named) back to `pending`; others are left."""
@@ -455,36 +478,70 @@ class FirestoreStore:
         snapshot: Any = None,
     ) -> _T:
         """Decide a change on the stored document and write it unless someone wrote first."""
+        return self._change_versioned(doc_id, decide, snapshot)[0]
+
+    def _change_versioned(
+        self,
+        doc_id: str,
+        decide: Callable[[_Fields | None], _Decision[_T]],
+        snapshot: Any = None,
+    ) -> tuple[_T, Any]:
+        """`_change`, also giving the document's update time after it."""
         if snapshot is None:
             snapshot = self._read(doc_id)
         for _ in range(MAX_CONFLICTS):
             data = snapshot.to_dict()
             fields, result = decide(data)
-            if fields is None or self._write_if_unchanged(doc_id, snapshot, fields):
-                return result
+            if fields is None:
+                return result, snapshot.update_time
+            written = self._write_if_unchanged(doc_id, snapshot, fields)
+            if written is not None:
+                return result, written
             snapshot = self._read(doc_id)
             if _already_written(snapshot.to_dict(), fields):
                 # Our own write went through although its answer was lost, then got retried.
-                return result
+                return result, snapshot.update_time
         raise StoreUnavailable(
             f"{self._where}: document {doc_id} kept changing while kbsync wrote it "
             f"({MAX_CONFLICTS} tries); run the command again."
         )
 
-    def _write_if_unchanged(self, doc_id: str, snapshot: Any, fields: _Fields) -> bool:
-        """Write `fields` only if the document is still as `snapshot` saw it; False if not."""
+    def _write_if_unchanged(self, doc_id: str, snapshot: Any, fields: _Fields) -> Any:
+        """Write `fields` only if the document is still as `snapshot` saw it.
+
+        Returns the write's update time, or None if someone else wrote first.
+        """
         ref = self._ref(doc_id)
         try:
             if not snapshot.exists:
-                ref.create(fields, retry=self._retry, timeout=self.timeout)
+                result = ref.create(fields, retry=self._retry, timeout=self.timeout)
             else:
                 precondition = self.client.write_option(last_update_time=snapshot.update_time)
-                ref.update(fields, option=precondition, retry=self._retry, timeout=self.timeout)
+                result = ref.update(
+                    fields, option=precondition, retry=self._retry, timeout=self.timeout
+                )
         except (api_errors.AlreadyExists, api_errors.FailedPrecondition, api_errors.NotFound):
-            return False
+            return None
         except (api_errors.GoogleAPIError, auth_errors.GoogleAuthError) as error:
             raise self._unavailable(error) from error
-        return True
+        return result.update_time
+
+
+@dataclasses.dataclass(frozen=True)
+class _Known:
+    """A document as this store wrote it when claiming it: it stands in for a fresh read when
+    the outcome is recorded, since that write is conditional on this update time anyway."""
+
+    data: _Fields
+    update_time: Any
+    exists: bool = True
+
+    def to_dict(self) -> _Fields:
+        return dict(self.data)
+
+
+def _as_claimed(claim: Claim) -> _Known | None:
+    return claim.version if isinstance(claim.version, _Known) else None
 
 
 # -- deciding changes (pure) ------------------------------------------------------------------
