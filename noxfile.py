@@ -120,3 +120,14 @@ def demo(session: nox.Session) -> None:
         session.run("kbsync", "sync", "--verbose", env=env, success_codes=[0, 1])
         session.run("kbsync", "status", env=env)
         session.run("kbsync", "list", env=env)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """The benchmark: prints throughput, start-up, memory and per-document costs as ratios.
+
+    It starts its own emulator (unless FIRESTORE_EMULATOR_HOST is set) and API double, and
+    asserts nothing: `nox -s bench -- --only throughput` runs one scenario.
+    """
+    session.install("-e", ".")
+    session.run("python", "-m", "tests.support.bench", *session.posargs, env=OFFLINE_ENV)
