@@ -784,7 +784,7 @@ def _sync_in_process(bench: Bench, client: firestore.Client, concurrency: int) -
     kb = ElevenLabsKB(API_KEY, base_url=bench.double.base_url)
     engine = SyncEngine(store, kb, concurrency=concurrency)
     due = list(store.due(datetime.now(UTC)))
-    report = engine.run(due, threading.Event())
+    report = engine.run(due, threading.Event(), shared=True)
     return Counter(outcome.action.value for outcome in report.outcomes)
 
 
