@@ -913,7 +913,7 @@ def test_ambiguous_create_not_found_creates_again(
 ) -> None:
     doc_id = put(store, "doc.md", "the text")
     kb.create.side_effect = [
-        RemoteError(ErrorType.SERVER_ERROR, "502", status_code=502, ambiguous=True),
+        RemoteError(ErrorType.SERVER_ERROR, "500", status_code=500, ambiguous=True),
         "el-second",
     ]
     kb.find_by_name.return_value = [RemoteDocument("el-other", "doc.md")]
@@ -927,6 +927,38 @@ def test_ambiguous_create_not_found_creates_again(
     assert document.sync_status is SyncStatus.COMPLETED
     assert document.elevenlabs_document_id == "el-second"
     assert document.create_in_doubt is False
+
+
+def test_a_create_the_server_may_still_be_running_is_not_repeated_in_that_run(
+    store: DocumentStore, kb: Any, make_engine: Any
+) -> None:
+    doc_id = put(store, "doc.md", "the text")
+    timed_out = RemoteError(
+        ErrorType.NETWORK, "No answer within 30 s", ambiguous=True, still_running=True
+    )
+    kb.create.side_effect = [timed_out, "el-never"]
+    kb.find_by_name.return_value = []
+
+    make_engine().run([doc_id])
+
+    assert kb.create.call_count == 1, "the timed-out create may still land: not created twice"
+    assert kb.find_by_name.call_count == 2, "the other attempts only look for it"
+    document = get(store, doc_id)
+    assert document.sync_status is SyncStatus.FAILED
+    assert document.sync_error_type is ErrorType.NETWORK
+    assert document.create_in_doubt
+    assert "may have been created anyway" in (document.sync_error_message or "")
+
+    # It landed meanwhile: the next run finds it and adopts it, still without a second create.
+    kb.find_by_name.return_value = [RemoteDocument("el-landed", "doc.md")]
+    kb.get_content.return_value = "the text"
+    store.reset_failed(["doc.md"])
+    make_engine().run([doc_id])
+
+    assert kb.create.call_count == 1
+    document = get(store, doc_id)
+    assert document.sync_status is SyncStatus.COMPLETED
+    assert document.elevenlabs_document_id == "el-landed"
 
 
 def test_clear_failure_does_not_look_before_retrying(

@@ -399,6 +399,26 @@ def test_messages_are_readable(exc: Exception, operation: str, message: str) -> 
     assert str(error) == message
 
 
+@pytest.mark.parametrize(
+    ("exc", "operation", "still_running"),
+    [
+        (httpx.ReadTimeout("timed out"), "create", True),
+        (httpx.WriteTimeout("timed out"), "update", True),
+        (httpx.ReadTimeout("timed out"), "list", False),
+        (httpx.ConnectTimeout("no route"), "create", False),
+        (httpx.RemoteProtocolError("closed"), "create", False),
+        (_api_error(504, {"detail": "Gateway Timeout"}), "create", True),
+        (_api_error(502, "<html>Bad Gateway</html>"), "create", True),
+        (_api_error(500, {"detail": "oops"}), "create", False),
+        (_api_error(504, {"detail": "Gateway Timeout"}), "get_content", False),
+    ],
+)
+def test_the_server_may_still_be_working_after_a_timeout_or_a_gateway_error(
+    exc: Exception, operation: str, still_running: bool
+) -> None:
+    assert classify(exc, operation=operation).still_running is still_running
+
+
 def test_timeouts_read_from_the_request_when_not_given() -> None:
     request = _request()
     request.extensions["timeout"] = {"connect": 5.0, "read": 0.3, "write": 5.0, "pool": 5.0}

@@ -125,6 +125,11 @@ class Throttle:
         with self._lock:
             self._until = max(self._until, time.monotonic() + seconds)
 
+    def paused(self) -> bool:
+        """True while a pause is on."""
+        with self._lock:
+            return self._until > time.monotonic()
+
     def wait(self, stop: threading.Event) -> None:
         """Block until the pause is over (or the run is stopped)."""
         while not stop.is_set():
@@ -213,6 +218,8 @@ class _Push:
     remote_id: str | None
     in_doubt: bool
     """A create may have reached ElevenLabs unheard: look before creating again."""
+    unheard: RemoteError | None = None
+    """This run's own create that the server may still be carrying out (it timed out)."""
     create_in_flight: bool = False
     attempts: int = 0
     recorded: bool = False
@@ -440,24 +447,25 @@ class SyncEngine:
         def stopped() -> bool:
             return stop.is_set() or self._halt.is_set()
 
-        refused: RemoteError | None = None
-        for refusals in range(MAX_OVER_LIMIT):
-            if refusals:
-                stop.wait(min(self.policy.backoff_max, 0.01 * 2 ** (refusals - 1)))
+        refusals = 0
+        while True:
             self.throttle.wait(stop)
             with self.limit.slot(stopped):
+                if self.throttle.paused():
+                    continue  # a pause began while this request waited for its slot
                 try:
                     result = send()
                 except RemoteError as error:
                     if not error.over_concurrency_limit:
                         raise
                     self.limit.over_limit()
-                    refused = error
-                    continue
-            self.limit.succeeded()
-            return result
-        assert refused is not None
-        raise refused
+                    refusals += 1
+                    if refusals >= MAX_OVER_LIMIT:
+                        raise
+                else:
+                    self.limit.succeeded()
+                    return result
+            stop.wait(min(self.policy.backoff_max, 0.01 * 2 ** (refusals - 1)))
 
     def _attempt(self, push: _Push, stop: threading.Event) -> tuple[str, Action]:
         """One attempt: update in place if ElevenLabs has the document, else create it once."""
@@ -477,11 +485,23 @@ class SyncEngine:
             if adopted is not None:
                 push.in_doubt = False
                 return adopted, Action.CREATED
+            if push.unheard is not None:
+                # This run's own create may still be under way on the server (a timeout does
+                # not stop it there): never create twice in one run; a later run looks again.
+                raise RemoteError(
+                    push.unheard.error_type,
+                    f"{push.unheard.message} (the document may have been created anyway: "
+                    "the next run looks for it before creating it again)",
+                    status_code=push.unheard.status_code,
+                    ambiguous=True,
+                )
         push.create_in_flight = True
         try:
             new_id = self._call(stop, partial(self.kb.create, document.name, document.content))
         except RemoteError as error:
             push.in_doubt = push.in_doubt or error.ambiguous
+            if error.still_running:
+                push.unheard = error
             raise
         finally:
             push.create_in_flight = False

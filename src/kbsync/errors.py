@@ -82,6 +82,7 @@ class RemoteError(Exception):
         status_code: int | None = None,
         retry_after: float | None = None,
         ambiguous: bool = False,
+        still_running: bool = False,
         code: str | None = None,
     ) -> None:
         message = message[:MAX_ERROR_MESSAGE]
@@ -93,6 +94,9 @@ class RemoteError(Exception):
         """Seconds the server asked us to wait (Retry-After), if it said."""
         self.ambiguous = ambiguous
         """The request may have been carried out although it failed (e.g. a dropped response)."""
+        self.still_running = still_running
+        """Ambiguous, and the server may still be working on it: kbsync stopped waiting (a
+        timeout) or a gateway did (502, 504). A look right away may not find it yet."""
         self.code = code
         """The API's own error code, when it gave one (e.g. `concurrent_limit_exceeded`)."""
 

@@ -246,6 +246,7 @@ def _classify_status(exc: ApiError, operation: str, secret: str | None) -> Remot
         status_code=status,
         retry_after=parse_retry_after(exc.headers),
         ambiguous=ambiguous,
+        still_running=ambiguous and status in (502, 504),
         code=code,
     )
 
@@ -294,7 +295,8 @@ def _classify_transport(
             message = f"No answer from ElevenLabs{within} ({name})"
     else:
         message = f"Network error talking to ElevenLabs at {where}: {_text(exc, secret)} ({name})"
-    return RemoteError(ErrorType.NETWORK, message, ambiguous=ambiguous)
+    still_running = ambiguous and isinstance(exc, httpx.TimeoutException)
+    return RemoteError(ErrorType.NETWORK, message, ambiguous=ambiguous, still_running=still_running)
 
 
 def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
