@@ -7,12 +7,14 @@ kbsync ships with, these tests fail (see ELEVENLABS_API.md, "Keeping a local dou
 
 from __future__ import annotations
 
+import json
 import select
 import socket
 import subprocess
 import sys
 import threading
 import time
+import typing
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,8 +27,10 @@ from elevenlabs.conversational_ai.knowledge_base.documents.client import Documen
 from elevenlabs.conversational_ai.knowledge_base.documents.types import (
     DocumentsGetResponse,
     DocumentsGetResponse_File,
+    DocumentsGetResponse_Folder,
     DocumentsGetResponse_Text,
     DocumentsUpdateResponse,
+    DocumentsUpdateResponse_Folder,
     DocumentsUpdateResponse_Text,
 )
 from elevenlabs.core.api_error import ApiError
@@ -34,17 +38,32 @@ from elevenlabs.core.request_options import RequestOptions
 from elevenlabs.errors import UnprocessableEntityError
 from elevenlabs.types import (
     AddKnowledgeBaseResponseModel,
+    GetAgentResponseModel,
     GetKnowledgeBaseDependentAgentsResponseModel,
     GetKnowledgeBaseListResponseModel,
+    KnowledgeBaseLocator,
+    RagDocumentIndexResponseModel,
+    RagIndexStatus,
 )
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
-from tests.support.elevenlabs_double import KB_PATH, ElevenLabsDouble, Fault
+from tests.support.elevenlabs_double import (
+    AGENTS_PATH,
+    KB_PATH,
+    RAG_MIN_BYTES,
+    RAG_MODELS,
+    ElevenLabsDouble,
+    Fault,
+    StoredFolder,
+)
 
 KEY = "test-key"
 NO_RETRY: RequestOptions = {"max_retries": 0}
 TEXT_PATH = f"{KB_PATH}/text"
 DOC_PATH = f"{KB_PATH}/{{id}}"
+AGENT_PATH = f"{AGENTS_PATH}/{{id}}"
+MODEL = RAG_MODELS[0]
+LONG_TEXT = "RAG " * 200  # 800 bytes: big enough to be indexed
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # The SDK's own model code (unchecked_base_model) trips pydantic's deprecation of `__fields__` on
@@ -55,31 +74,52 @@ NO_TLS = False
 
 _GET_ADAPTER: TypeAdapter[Any] = TypeAdapter(DocumentsGetResponse)
 _UPDATE_ADAPTER: TypeAdapter[Any] = TypeAdapter(DocumentsUpdateResponse)
+_LOCATORS: TypeAdapter[Any] = TypeAdapter(list[KnowledgeBaseLocator])
+RAG_STATUSES = set(typing.get_args(typing.get_args(RagIndexStatus)[0]))
+"""The statuses the SDK names (its model also lets any other value through)."""
+
+
+def validate_agent(payload: Any) -> str:
+    """An agent body: the SDK's model, and its knowledge base as a list of locators."""
+    GetAgentResponseModel.model_validate(payload)
+    _LOCATORS.validate_python(payload["conversation_config"]["agent"]["prompt"]["knowledge_base"])
+    return "GetAgentResponseModel"
 
 
 def validate_success(method: str, path: str, payload: Any) -> str:
     """Validate one 2xx JSON body against the SDK model of its endpoint; returns the model."""
+    if path.startswith(AGENTS_PATH + "/"):
+        assert method in ("GET", "PATCH")
+        return validate_agent(payload)
     rest = path.removeprefix(KB_PATH).strip("/")
+    model: str | None = None
     match (method, rest.split("/") if rest else []):
-        case ("POST", ["text" | "file"]):
+        case ("POST", ["text" | "file" | "folder"]):
             AddKnowledgeBaseResponseModel.model_validate(payload)
-            return "AddKnowledgeBaseResponseModel"
+            model = "AddKnowledgeBaseResponseModel"
+        case ("POST", [_, "rag-index"]):
+            RagDocumentIndexResponseModel.model_validate(payload)
+            assert payload["status"] in RAG_STATUSES
+            assert payload["model"] in RAG_MODELS
+            model = "RagDocumentIndexResponseModel"
         case ("GET", []):
             GetKnowledgeBaseListResponseModel.model_validate(payload)
-            return "GetKnowledgeBaseListResponseModel"
+            model = "GetKnowledgeBaseListResponseModel"
         case ("GET", [_]):
             _GET_ADAPTER.validate_python(payload)
-            return "DocumentsGetResponse"
+            model = "DocumentsGetResponse"
         case ("PATCH", [_]):
             _UPDATE_ADAPTER.validate_python(payload)
-            return "DocumentsUpdateResponse"
+            model = "DocumentsUpdateResponse"
         case ("GET", [_, "dependent-agents"]):
             GetKnowledgeBaseDependentAgentsResponseModel.model_validate(payload)
-            return "GetKnowledgeBaseDependentAgentsResponseModel"
+            model = "GetKnowledgeBaseDependentAgentsResponseModel"
         case ("DELETE", [_]):
             assert payload == {}
-            return "delete"
-    raise AssertionError(f"no SDK model known for {method} {path}")
+            model = "delete"
+    if model is None:
+        raise AssertionError(f"no SDK model known for {method} {path}")
+    return model
 
 
 class Responses:
@@ -306,6 +346,442 @@ def test_search_is_a_case_insensitive_name_prefix(
     assert names(search="zzz") == []
     assert names(types=["file"]) == []
     assert names(types=["text"]) == ["FAQ.md", "faq-old.md", "about-faq.md"]
+
+
+# --- the SDK's models do check what the double sends ---------------------------------------------
+
+
+def test_the_validators_reject_a_drifted_body() -> None:
+    # Guards the guard: if these passed anything, the validation above would prove nothing.
+    folder = {
+        "type": "folder",
+        "id": "f",
+        "name": "F",
+        "metadata": {"created_at_unix_secs": 1, "last_updated_at_unix_secs": 1, "size_bytes": 0},
+        "supported_usages": ["auto"],
+        "access_info": {
+            "is_creator": True,
+            "creator_name": "x",
+            "creator_email": "x@example.com",
+            "role": "admin",
+        },
+        "children_count": 0,
+        "document_count": 0,
+    }
+    _GET_ADAPTER.validate_python(folder)
+    with pytest.raises(ValidationError):
+        _GET_ADAPTER.validate_python({**folder, "children_count": None})
+    agent = {
+        "agent_id": "a",
+        "name": "A",
+        "conversation_config": {"agent": {"prompt": {"knowledge_base": []}}},
+        "metadata": {"created_at_unix_secs": 1, "updated_at_unix_secs": 1},
+    }
+    validate_agent(agent)
+    with pytest.raises(ValidationError):
+        GetAgentResponseModel.model_validate({**agent, "metadata": None})
+    with pytest.raises(ValidationError):
+        _LOCATORS.validate_python([{"type": "text", "id": "d"}])  # no name
+    rag = {
+        "id": "r",
+        "model": MODEL,
+        "status": "created",
+        "progress_percentage": 0,
+        "document_model_index_usage": {"used_bytes": 0},
+    }
+    RagDocumentIndexResponseModel.model_validate(rag)
+    with pytest.raises(ValidationError):
+        RagDocumentIndexResponseModel.model_validate({**rag, "document_model_index_usage": None})
+    with pytest.raises(ValidationError):
+        GetKnowledgeBaseDependentAgentsResponseModel.model_validate(
+            {"agents": [{"type": "available", "id": "a"}], "has_more": False}
+        )
+
+
+# --- folders -------------------------------------------------------------------------------------
+
+
+def test_folders_hold_documents_and_nest(
+    client: ElevenLabs, docs: DocumentsClient, double: ElevenLabsDouble, responses: Responses
+) -> None:
+    kb = client.conversational_ai.knowledge_base
+    outer = docs.create_folder(name="Support", request_options=NO_RETRY)
+    assert outer.folder_path == []
+    inner = docs.create_folder(name="FAQ", parent_folder_id=outer.id, request_options=NO_RETRY)
+    assert [seg.id for seg in inner.folder_path or []] == [outer.id]
+    root_doc = create(docs, "root.md")
+    in_outer = docs.create_from_text(
+        text="o", name="outer.md", parent_folder_id=outer.id, request_options=NO_RETRY
+    )
+    in_inner = docs.create_from_file(
+        file=("inner.md", b"i", "text/markdown"),
+        name="inner.md",
+        parent_folder_id=inner.id,
+        request_options=NO_RETRY,
+    )
+    assert [seg.id for seg in in_inner.folder_path or []] == [outer.id, inner.id]
+
+    assert double.documents[in_outer.id].folder_id == outer.id
+    assert double.documents[in_inner.id].folder_id == inner.id
+    assert double.documents[root_doc].folder_id is None
+    assert double.folders[inner.id] == StoredFolder(
+        inner.id,
+        "FAQ",
+        double.folders[inner.id].created_at,
+        double.folders[inner.id].updated_at,
+        outer.id,
+    )
+    assert set(double.documents) == {root_doc, in_outer.id, in_inner.id}  # folders apart
+
+    got = docs.get(outer.id, request_options=NO_RETRY)
+    assert isinstance(got, DocumentsGetResponse_Folder)
+    assert (got.children_count, got.document_count) == (2, 2)  # FAQ + outer.md; both docs
+    assert got.metadata.size_bytes == 0
+    detail = docs.get(in_inner.id, request_options=NO_RETRY)
+    assert detail.folder_parent_id == inner.id
+    assert [(seg.id, seg.name) for seg in detail.folder_path or []] == [
+        (outer.id, "Support"),
+        (inner.id, "FAQ"),
+    ]
+
+    def listed(**query: Any) -> list[tuple[str, str, str | None]]:
+        page = kb.list(request_options=NO_RETRY, **query)
+        return [(d.name, d.type, d.folder_parent_id) for d in page.documents]
+
+    assert listed() == [
+        ("Support", "folder", None),
+        ("FAQ", "folder", outer.id),
+        ("root.md", "text", None),
+        ("outer.md", "text", outer.id),
+        ("inner.md", "file", inner.id),
+    ]
+    assert listed(parent_folder_id=outer.id) == [
+        ("FAQ", "folder", outer.id),
+        ("outer.md", "text", outer.id),
+    ]
+    assert listed(parent_folder_id=inner.id) == [("inner.md", "file", inner.id)]
+    assert [name for name, _, _ in listed(ancestor_folder_id=outer.id)] == [
+        "FAQ",
+        "outer.md",
+        "inner.md",
+    ]
+    assert listed(types=["folder"]) == [("Support", "folder", None), ("FAQ", "folder", outer.id)]
+    assert listed(parent_folder_id="no-such-folder") == []
+    assert [name for name, _, _ in listed(sort_by="name", folders_first=True)] == [
+        "FAQ",
+        "Support",
+        "inner.md",
+        "outer.md",
+        "root.md",
+    ]
+    item = kb.list(parent_folder_id=inner.id, request_options=NO_RETRY).documents[0]
+    assert [seg.id for seg in item.folder_path or []] == [outer.id, inner.id]
+    assert "AddKnowledgeBaseResponseModel" in responses.validate_all()
+
+
+def test_a_folder_can_be_renamed_but_has_no_content(
+    docs: DocumentsClient, double: ElevenLabsDouble
+) -> None:
+    folder_id = double.add_folder("Old")
+    renamed = docs.update(folder_id, name="New", request_options=NO_RETRY)
+    assert isinstance(renamed, DocumentsUpdateResponse_Folder)
+    assert double.folders[folder_id].name == "New"
+    with pytest.raises(UnprocessableEntityError):
+        docs.update(folder_id, content="text", request_options=NO_RETRY)
+    with pytest.raises(ApiError) as caught:
+        docs.get_content(folder_id, request_options=NO_RETRY)
+    assert caught.value.status_code == 404
+
+
+def test_an_unknown_parent_folder_is_404(docs: DocumentsClient, double: ElevenLabsDouble) -> None:
+    calls: list[Callable[[], object]] = [
+        lambda: docs.create_from_text(
+            text="t", name="n", parent_folder_id="nope", request_options=NO_RETRY
+        ),
+        lambda: docs.create_folder(name="n", parent_folder_id="nope", request_options=NO_RETRY),
+    ]
+    for call in calls:
+        with pytest.raises(ApiError) as caught:
+            call()
+        assert caught.value.status_code == 404
+        assert caught.value.body["detail"]["status"] == "folder_not_found"
+    assert (double.documents, double.folders) == ({}, {})
+    with pytest.raises(KeyError):
+        double.add_document("n", "t", folder_id="nope")
+    with pytest.raises(KeyError):
+        double.add_folder("n", parent_id="nope")
+
+
+def test_deleting_a_folder_needs_force_unless_empty(
+    docs: DocumentsClient, double: ElevenLabsDouble
+) -> None:
+    empty = double.add_folder("empty")
+    full = double.add_folder("full")
+    sub = double.add_folder("sub", parent_id=full)
+    inside = double.add_document("inside.md", "x", folder_id=sub).id
+    keep = double.add_document("keep.md", "x").id
+    docs.delete(empty, request_options=NO_RETRY)
+    with pytest.raises(ApiError) as caught:
+        docs.delete(full, request_options=NO_RETRY)
+    assert caught.value.status_code == 400
+    assert caught.value.body["detail"]["status"] == "folder_not_empty"
+    assert set(double.folders) == {full, sub}
+    agent = double.add_agent("bot", [inside, keep])
+    docs.delete(full, force=True, request_options=NO_RETRY)
+    assert (list(double.documents), double.folders) == ([keep], {})
+    assert [loc["id"] for loc in double.agent_kb(agent)] == [keep]
+
+
+# --- agents --------------------------------------------------------------------------------------
+
+
+def test_an_agent_shows_its_knowledge_base(
+    client: ElevenLabs, double: ElevenLabsDouble, responses: Responses
+) -> None:
+    doc = double.add_document("faq.md", "text")
+    folder_id = double.add_folder("Support")
+    url_locator = {"type": "url", "name": "site", "id": "url-1", "usage_mode": "prompt"}
+    agent_id = double.add_agent("Support bot", [doc.id, folder_id, url_locator])
+    assert agent_id.startswith("agent_")
+    assert len(agent_id) == 32
+    agent = client.conversational_ai.agents.get(agent_id, request_options=NO_RETRY)
+    assert (agent.agent_id, agent.name) == (agent_id, "Support bot")
+    assert agent.conversation_config.agent is not None
+    assert agent.conversation_config.agent.prompt is not None
+    kb = agent.conversation_config.agent.prompt.knowledge_base or []
+    assert [(loc.type, loc.name, loc.id, loc.usage_mode) for loc in kb] == [
+        ("text", "faq.md", doc.id, "auto"),
+        ("folder", "Support", folder_id, "auto"),
+        ("url", "site", "url-1", "prompt"),
+    ]
+    assert double.agent_kb(agent_id)[2] == url_locator
+    assert list(double.agents) == [agent_id]
+    assert double.agents[agent_id]["name"] == "Support bot"
+    empty = double.add_agent("Empty bot")
+    assert double.agent_kb(empty) == []
+    assert responses.validate_all() == ["GetAgentResponseModel"]
+    with pytest.raises(KeyError):
+        double.agent_kb("agent_nope")
+    with pytest.raises(KeyError):
+        double.add_agent("bad", ["no-such-document"])
+
+
+def test_patching_an_agent_merges_and_a_list_replaces(
+    client: ElevenLabs, double: ElevenLabsDouble, responses: Responses
+) -> None:
+    old = double.add_document("old.md", "x")
+    new = double.add_document("new.md", "y")
+    agent_id = double.add_agent("bot", [old.id])
+    before = double.agents[agent_id]
+    locators = [{"type": "text", "name": "new.md", "id": new.id, "usage_mode": "prompt"}]
+    updated = client.conversational_ai.agents.update(
+        agent_id,
+        conversation_config={"agent": {"prompt": {"knowledge_base": locators}}},
+        request_options=NO_RETRY,
+    )
+    assert updated.conversation_config.agent is not None
+    assert updated.conversation_config.agent.prompt is not None
+    assert [loc.id for loc in updated.conversation_config.agent.prompt.knowledge_base or []] == [
+        new.id
+    ]
+    after = double.agents[agent_id]
+    assert double.agent_kb(agent_id) == locators
+    # Everything not sent stayed: the rest of the prompt, the agent block, the other sections.
+    prompt_before = before["conversation_config"]["agent"]["prompt"]
+    prompt_after = after["conversation_config"]["agent"]["prompt"]
+    assert {**prompt_before, "knowledge_base": locators} == prompt_after
+    assert after["conversation_config"]["tts"] == before["conversation_config"]["tts"]
+    assert (
+        after["conversation_config"]["agent"]["first_message"]
+        == before["conversation_config"]["agent"]["first_message"]
+    )
+    assert after["name"] == "bot"
+
+    client.conversational_ai.agents.update(agent_id, name="renamed", request_options=NO_RETRY)
+    assert double.agents[agent_id]["name"] == "renamed"
+    assert double.agent_kb(agent_id) == locators
+    assert responses.validate_all() == ["GetAgentResponseModel", "GetAgentResponseModel"]
+
+
+@pytest.mark.parametrize(
+    ("locator", "loc"),
+    [
+        ({"type": "text", "id": "d"}, "name"),
+        ({"type": "text", "name": "n"}, "id"),
+        ({"type": "video", "name": "n", "id": "d"}, "type"),
+        ({"type": "text", "name": "n", "id": "d", "usage_mode": "always"}, "usage_mode"),
+    ],
+)
+def test_a_bad_knowledge_base_entry_is_422(
+    double: ElevenLabsDouble, locator: dict[str, str], loc: str
+) -> None:
+    agent_id = double.add_agent("bot")
+    body = {"conversation_config": {"agent": {"prompt": {"knowledge_base": [locator]}}}}
+    response = raw(double, "PATCH", f"{AGENTS_PATH}/{agent_id}", json=body)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][-1] == loc
+    assert double.agent_kb(agent_id) == []
+
+
+def test_an_unknown_agent_is_404(client: ElevenLabs, double: ElevenLabsDouble) -> None:
+    agents = client.conversational_ai.agents
+    calls: list[Callable[[], object]] = [
+        lambda: agents.get("agent_nope", request_options=NO_RETRY),
+        lambda: agents.update("agent_nope", name="x", request_options=NO_RETRY),
+    ]
+    for call in calls:
+        with pytest.raises(ApiError) as caught:
+            call()
+        assert caught.value.status_code == 404
+        assert caught.value.body["detail"]["status"] == "agent_not_found"
+    assert raw(double, "DELETE", f"{AGENTS_PATH}/agent_nope").json() == {"detail": "Not Found"}
+
+
+def test_faults_can_be_scripted_on_the_agent_paths(
+    client: ElevenLabs, double: ElevenLabsDouble
+) -> None:
+    agent_id = double.add_agent("bot")
+    agents = client.conversational_ai.agents
+    double.script("PATCH", AGENT_PATH, Fault.status(409), Fault.commit_then_status(503))
+    with pytest.raises(ApiError) as conflict:
+        agents.update(agent_id, name="first", request_options=NO_RETRY)
+    assert conflict.value.status_code == 409
+    assert double.agents[agent_id]["name"] == "bot"  # nothing written
+    with pytest.raises(ApiError) as unavailable:
+        agents.update(agent_id, name="second", request_options=NO_RETRY)
+    assert unavailable.value.status_code == 503
+    assert double.agents[agent_id]["name"] == "second"  # written, then the error
+    double.script("GET", AGENT_PATH, Fault.drop())
+    with pytest.raises(httpx.TransportError):
+        agents.get(agent_id, request_options=NO_RETRY)
+    assert double.count("PATCH", AGENT_PATH) == 2
+    assert [r.fault for r in double.requests] == ["status:409", "commit_then_status:503", "drop"]
+
+
+# --- dependent agents and deleting what agents use ------------------------------------------------
+
+
+def test_dependent_agents_are_the_agents_that_use_a_document(
+    client: ElevenLabs, docs: DocumentsClient, double: ElevenLabsDouble, responses: Responses
+) -> None:
+    used = double.add_document("used.md", "x")
+    unused = double.add_document("unused.md", "x")
+    first = double.add_agent("first", [used.id])
+    second = double.add_agent("second", [unused.id, used.id])
+    other = double.add_agent("other", [unused.id])
+
+    agents = docs.get_agents(used.id, request_options=NO_RETRY)
+    assert [(a.type, a.id, getattr(a, "name", None)) for a in agents.agents] == [
+        ("available", first, "first"),
+        ("available", second, "second"),
+    ]
+    assert agents.has_more is False
+    page = docs.get_agents(used.id, page_size=1, request_options=NO_RETRY)
+    assert ([a.id for a in page.agents], page.has_more) == ([first], True)
+    rest = docs.get_agents(used.id, page_size=1, cursor=page.next_cursor, request_options=NO_RETRY)
+    assert ([a.id for a in rest.agents], rest.has_more, rest.next_cursor) == ([second], False, None)
+
+    listed = client.conversational_ai.knowledge_base.list(request_options=NO_RETRY).documents
+    assert [[a.id for a in d.dependent_agents] for d in listed] == [
+        [first, second],
+        [second, other],
+    ]
+    assert responses.validate_all().count("GetKnowledgeBaseDependentAgentsResponseModel") == 3
+
+
+def test_deleting_a_used_document_is_refused_without_force(
+    docs: DocumentsClient, double: ElevenLabsDouble
+) -> None:
+    doc = double.add_document("used.md", "x")
+    other = double.add_document("other.md", "x")
+    agent_id = double.add_agent("bot", [doc.id, other.id])
+    with pytest.raises(ApiError) as caught:
+        docs.delete(doc.id, request_options=NO_RETRY)
+    assert caught.value.status_code == 400
+    assert caught.value.body["detail"]["status"] == "document_is_used_by_agents"
+    assert agent_id in caught.value.body["detail"]["message"]
+    assert doc.id in double.documents
+    assert len(double.agent_kb(agent_id)) == 2
+    updated_before = double.agents[agent_id]["metadata"]["updated_at_unix_secs"]
+
+    assert docs.delete(doc.id, force=True, request_options=NO_RETRY) == {}
+    assert doc.id not in double.documents
+    assert [loc["id"] for loc in double.agent_kb(agent_id)] == [other.id]
+    assert double.agents[agent_id]["metadata"]["updated_at_unix_secs"] >= updated_before
+    assert docs.get_agents(other.id, request_options=NO_RETRY).agents[0].id == agent_id
+
+
+# --- RAG indexing --------------------------------------------------------------------------------
+
+
+def rag(client: ElevenLabs, doc_id: str, model: str = MODEL) -> tuple[str, float, int]:
+    """One compute-RAG-index request: (status, progress, used bytes)."""
+    answer = client.conversational_ai.knowledge_base.document.compute_rag_index(
+        doc_id, model=model, request_options=NO_RETRY
+    )
+    return answer.status, answer.progress_percentage, answer.document_model_index_usage.used_bytes
+
+
+def test_rag_indexing_advances_one_step_per_request(
+    client: ElevenLabs, double: ElevenLabsDouble, responses: Responses
+) -> None:
+    doc = double.add_document("big.md", LONG_TEXT)
+    size = len(LONG_TEXT.encode())
+    assert double.rag_status(doc.id) is None
+    assert rag(client, doc.id) == ("created", 0.0, 0)
+    assert rag(client, doc.id) == ("processing", 50.0, 0)
+    assert rag(client, doc.id) == ("succeeded", 100.0, size)
+    assert rag(client, doc.id) == ("succeeded", 100.0, size)  # an end state stays
+    assert double.rag_status(doc.id) == "succeeded"
+    assert rag(client, doc.id, RAG_MODELS[1])[0] == "created"  # each model apart
+    assert json.loads(double.requests[0].body) == {"model": MODEL}
+    assert responses.validate_all() == ["RagDocumentIndexResponseModel"] * 5
+
+
+def test_rag_outcomes(client: ElevenLabs, double: ElevenLabsDouble) -> None:
+    small = double.add_document("small.md", "x" * (RAG_MIN_BYTES - 1))
+    assert rag(client, small.id)[0] == "document_too_small"
+    assert rag(client, small.id)[0] == "document_too_small"
+
+    double.rag_outcome = "failed"
+    failing = double.add_document("failing.md", LONG_TEXT)
+    assert [rag(client, failing.id)[0] for _ in range(4)] == [
+        "created",
+        "processing",
+        "failed",
+        "failed",
+    ]
+    double.rag_outcome = "rag_limit_exceeded"
+    over = double.add_document("over.md", LONG_TEXT)
+    assert rag(client, over.id)[0] == "rag_limit_exceeded"  # known at once
+
+    folder_id = double.add_folder("F")
+    assert rag(client, folder_id)[0] == "cannot_index_folder"
+
+
+def test_new_content_needs_a_new_index(
+    client: ElevenLabs, docs: DocumentsClient, double: ElevenLabsDouble
+) -> None:
+    doc = double.add_document("doc.md", LONG_TEXT)
+    for _ in range(3):
+        rag(client, doc.id)
+    docs.update(doc.id, name="renamed.md", request_options=NO_RETRY)
+    assert double.rag_status(doc.id) == "succeeded"
+    docs.update(doc.id, content=LONG_TEXT + "more", request_options=NO_RETRY)
+    assert double.rag_status(doc.id) is None
+    assert rag(client, doc.id)[0] == "created"
+
+
+def test_rag_index_errors(client: ElevenLabs, double: ElevenLabsDouble) -> None:
+    with pytest.raises(ApiError) as missing:
+        rag(client, "nope")
+    assert missing.value.status_code == 404
+    doc = double.add_document("doc.md", LONG_TEXT)
+    with pytest.raises(UnprocessableEntityError) as bad_model:
+        rag(client, doc.id, "gpt-embeddings")
+    assert bad_model.value.body["detail"][0]["loc"] == ["body", "model"]
+    assert raw(double, "POST", f"{KB_PATH}/{doc.id}/rag-index", json={}).status_code == 422
+    assert double.rag_status(doc.id) is None
 
 
 # --- keys ---------------------------------------------------------------------------------------
@@ -607,6 +1083,22 @@ def test_reset_forgets_the_scenario_but_keeps_keys_and_port(
     create(docs, "new")  # no scripted fault, random fault or rejected name left
     assert double.base_url == base_url
     assert [d.name for d in double.documents.values()] == ["new"]
+
+
+def test_reset_forgets_folders_agents_and_rag_states(
+    client: ElevenLabs, double: ElevenLabsDouble
+) -> None:
+    folder_id = double.add_folder("F")
+    doc = double.add_document("d", LONG_TEXT, folder_id=folder_id)
+    agent_id = double.add_agent("bot", [doc.id])
+    rag(client, doc.id)
+    double.rag_outcome = "failed"
+    double.reset()
+    assert (double.folders, double.agents, double.rag_status(doc.id)) == ({}, {}, None)
+    assert double.rag_outcome == "succeeded"
+    with pytest.raises(ApiError) as caught:
+        client.conversational_ai.agents.get(agent_id, request_options=NO_RETRY)
+    assert caught.value.status_code == 404
 
 
 def test_a_request_from_before_reset_cannot_leak_into_the_next_scenario(

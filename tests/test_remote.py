@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from types import SimpleNamespace
 from typing import Any
@@ -19,9 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kbsync.errors import RemoteError, RemoteNotFound
-from kbsync.interfaces import KnowledgeBase
+from kbsync.interfaces import AgentDocument, KnowledgeBase, RemoteDocument
 from kbsync.models import MAX_ERROR_MESSAGE, ErrorType
-from kbsync.remote import ElevenLabsKB, classify, parse_retry_after
+from kbsync.remote import MUTATING_OPERATIONS, ElevenLabsKB, classify, parse_retry_after
 from tests.support.elevenlabs_double import ElevenLabsDouble, Fault
 
 KEY = "sk_test_0123456789abcdef0123456789abcdef"
@@ -31,9 +32,27 @@ TEXT_PATH = "/v1/convai/knowledge-base/text"
 LIST_PATH = "/v1/convai/knowledge-base"
 DOC_PATH = "/v1/convai/knowledge-base/{id}"
 CONTENT_PATH = "/v1/convai/knowledge-base/{id}/content"
+DEPENDENT_PATH = "/v1/convai/knowledge-base/{id}/dependent-agents"
+RAG_PATH = "/v1/convai/knowledge-base/{id}/rag-index"
+AGENT_PATH = "/v1/convai/agents/{id}"
+MODEL = "e5_mistral_7b_instruct"
 
-ALL_OPERATIONS = ("create", "update", "get_content", "delete", "list", "find_by_name")
-MUTATING = ("create", "update", "delete")
+ALL_OPERATIONS = (
+    "create",
+    "update",
+    "get_content",
+    "delete",
+    "list",
+    "find_by_name",
+    "dependent_agents",
+    "list_folder",
+    "folder_exists",
+    "check_key",
+    "agent_documents",
+    "set_agent_documents",
+    "compute_rag_index",
+)
+MUTATING = ("create", "update", "delete", "set_agent_documents", "compute_rag_index")
 
 
 def _request(url: str = "http://127.0.0.1:1234/v1/convai/knowledge-base/text") -> httpx.Request:
@@ -97,6 +116,46 @@ def test_404_on_a_known_document_is_remote_not_found(operation: str) -> None:
     assert error.error_type is ErrorType.VALIDATION
     assert not error.ambiguous
     assert error.message == "ElevenLabs has no such document (404): Document not found"
+
+
+@pytest.mark.parametrize(
+    ("operation", "subject"),
+    [
+        ("dependent_agents", "document"),
+        ("compute_rag_index", "document"),
+        ("list_folder", "folder"),
+        ("folder_exists", "folder"),
+        ("agent_documents", "agent"),
+        ("set_agent_documents", "agent"),
+    ],
+)
+def test_404_on_anything_named_by_id_is_remote_not_found(operation: str, subject: str) -> None:
+    body = {"detail": {"status": f"{subject}_not_found", "message": "Not here."}}
+    error = classify(_api_error(404, body), operation=operation)
+    assert isinstance(error, RemoteNotFound)
+    assert not error.ambiguous
+    assert error.message == f"ElevenLabs has no such {subject} (404): Not here."
+
+
+def test_the_mutating_operations_are_the_ones_that_change_something() -> None:
+    assert set(MUTATING) == MUTATING_OPERATIONS
+
+
+def test_404_on_check_key_hints_at_the_base_url() -> None:
+    error = classify(_api_error(404, {"detail": "Not Found"}), operation="check_key")
+    assert not isinstance(error, RemoteNotFound)
+    assert error.error_type is ErrorType.UNKNOWN
+    assert "base URL" in error.message
+
+
+def test_the_apis_own_404_on_create_is_not_blamed_on_the_base_url() -> None:
+    body = {"detail": {"status": "folder_not_found", "message": "Folder with id f not found."}}
+    error = classify(_api_error(404, body), operation="create")
+    assert error.error_type is ErrorType.VALIDATION
+    assert error.code == "folder_not_found"
+    assert (
+        error.message == "ElevenLabs answered 404 (folder_not_found): Folder with id f not found."
+    )
 
 
 def test_404_on_create_is_plain_validation_with_a_base_url_hint() -> None:
@@ -935,3 +994,347 @@ def test_one_failed_call_is_one_request(
     assert error.transient or error.error_type is ErrorType.UNKNOWN
     if error.error_type is ErrorType.SERVER_ERROR or error.error_type is ErrorType.NETWORK:
         assert error.ambiguous is (operation in MUTATING and error.status_code != 408)
+
+
+# --- folders, agents, dependent agents and RAG, through the SDK against the double ---------------
+
+
+def test_create_in_a_folder_and_list_the_folder(kb: ElevenLabsKB, double: ElevenLabsDouble) -> None:
+    folder = double.add_folder("Support")
+    sub = double.add_folder("Nested", parent_id=folder)
+    inside = kb.create("faq.md", "text", folder_id=folder)
+    at_root = kb.create("root.md", "text")
+    deeper = double.add_document("deep.md", "x", folder_id=sub)
+    assert double.documents[inside].folder_id == folder
+    assert double.documents[at_root].folder_id is None
+    creates = [json.loads(r.body) for r in double.requests if r.method == "POST"]
+    assert creates == [
+        {"text": "text", "name": "faq.md", "parent_folder_id": folder},
+        {"text": "text", "name": "root.md"},  # no folder: not even a null parent_folder_id
+    ]
+
+    listed = kb.list_folder(folder)
+    assert double.count("GET", LIST_PATH) == 0  # lazy, like list_documents
+    assert [(d.id, d.name) for d in listed] == [(inside, "faq.md")]  # no subfolder, no grandchild
+    assert [d.id for d in kb.list_folder(sub)] == [deeper.id]
+    assert f"parent_folder_id={sub}" in double.requests[-1].query
+    assert list(kb.list_folder("no-such-folder")) == []
+
+
+def test_creating_in_a_missing_folder_is_validation(
+    kb: ElevenLabsKB, double: ElevenLabsDouble
+) -> None:
+    error = _fails(lambda: kb.create("faq.md", "text", folder_id="gone"))
+    assert error.error_type is ErrorType.VALIDATION
+    assert error.code == "folder_not_found"
+    assert not isinstance(error, RemoteNotFound)
+    assert "base URL" not in error.message
+    assert double.documents == {}
+
+
+def test_list_folder_pages_through_everything(kb: ElevenLabsKB, double: ElevenLabsDouble) -> None:
+    folder = double.add_folder("big")
+    ids = [double.add_document(f"d{i:03d}", "x", folder_id=folder).id for i in range(105)]
+    _fill(double, 3)
+    assert [d.id for d in kb.list_folder(folder)] == ids
+    assert double.count("GET", LIST_PATH) == 2
+
+
+def test_listings_carry_the_creation_time(kb: ElevenLabsKB, double: ElevenLabsDouble) -> None:
+    stamp = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+    folder = double.add_folder("F")
+    doc = double.add_document("dated.md", "x", created_at=stamp.timestamp(), folder_id=folder)
+    for listed in (
+        list(kb.list_documents()),
+        kb.find_by_name("dated.md"),
+        list(kb.list_folder(folder)),
+    ):
+        assert listed == [RemoteDocument(doc.id, "dated.md", stamp)]
+        created_at = listed[0].created_at
+        assert created_at is not None
+        assert created_at.utcoffset() == timedelta(0)
+
+
+def test_folder_exists(kb: ElevenLabsKB, double: ElevenLabsDouble) -> None:
+    folder = double.add_folder("F")
+    doc = kb.create("d", "t")
+    assert kb.folder_exists(folder) is True
+    assert kb.folder_exists(doc) is False  # a document is no folder
+    before = len(double.requests)
+    assert kb.folder_exists("nope") is False
+    assert len(double.requests) - before == 1
+    double.script("GET", DOC_PATH, Fault.status(503))
+    error = _fails(lambda: kb.folder_exists(folder))
+    assert error.error_type is ErrorType.SERVER_ERROR
+    assert not error.ambiguous
+
+
+def test_check_key(kb: ElevenLabsKB, double: ElevenLabsDouble) -> None:
+    kb.check_key()
+    assert [(r.method, r.path, r.query, r.status) for r in double.requests] == [
+        ("GET", LIST_PATH, "page_size=1", 200)
+    ]
+    wrong = ElevenLabsKB("sk_wrong_key_0000000000000000", base_url=double.base_url, timeout=5.0)
+    error = _fails(wrong.check_key)
+    assert error.error_type is ErrorType.AUTH_ERROR
+    assert error.status_code == 401
+    assert error.message == "ElevenLabs rejected the API key (401): Invalid API key"
+    assert len(double.requests) == 2
+
+
+def test_check_key_against_a_wrong_base_url_hints_at_it(double: ElevenLabsDouble) -> None:
+    kb = ElevenLabsKB(KEY, base_url=double.base_url + "/v1", timeout=5.0)
+    error = _fails(kb.check_key)
+    assert error.error_type is ErrorType.UNKNOWN
+    assert "base URL" in error.message
+
+
+def test_dependent_agents(kb: ElevenLabsKB, double: ElevenLabsDouble) -> None:
+    doc = kb.create("used", "t")
+    assert kb.dependent_agents(doc) == []
+    first = double.add_agent("first", [doc])
+    second = double.add_agent("second", [doc])
+    double.add_agent("unrelated")
+    assert kb.dependent_agents(doc) == [first, second]
+    missing = _fails(lambda: kb.dependent_agents("nope"))
+    assert isinstance(missing, RemoteNotFound)
+    assert missing.message.startswith("ElevenLabs has no such document (404)")
+
+
+def test_dependent_agents_pages_through_everything(
+    kb: ElevenLabsKB, double: ElevenLabsDouble
+) -> None:
+    doc = double.add_document("popular", "t")
+    agents = [double.add_agent(f"a{i}", [doc.id]) for i in range(105)]
+    assert kb.dependent_agents(doc.id) == agents
+    assert double.count("GET", DEPENDENT_PATH) == 2
+    assert "page_size=100" in double.requests[0].query
+
+
+def test_deleting_a_document_an_agent_uses(kb: ElevenLabsKB, double: ElevenLabsDouble) -> None:
+    doc = kb.create("used.md", "t")
+    agent = double.add_agent("bot", [doc])
+    error = _fails(lambda: kb.delete(doc))
+    assert type(error) is RemoteError
+    assert error.error_type is ErrorType.VALIDATION
+    assert (error.status_code, error.code) == (400, "document_is_used_by_agents")
+    assert not error.ambiguous
+    assert not error.transient
+    assert doc in double.documents
+    assert kb.dependent_agents(doc) == [agent]
+
+    kb.delete(doc, force=True)
+    assert doc not in double.documents
+    assert double.agent_kb(agent) == []
+    assert kb.agent_documents(agent) == []
+    assert isinstance(_fails(lambda: kb.delete(doc, force=True)), RemoteNotFound)
+
+
+def test_agent_documents_read_and_write_the_agents_knowledge_base(
+    kb: ElevenLabsKB, double: ElevenLabsDouble
+) -> None:
+    doc = kb.create("faq.md", "t")
+    folder = double.add_folder("F")
+    url = {"type": "url", "name": "site", "id": "u1", "usage_mode": "prompt"}
+    agent = double.add_agent("bot", [doc, folder, url])
+    documents = kb.agent_documents(agent)
+    assert documents == [
+        AgentDocument(doc, "faq.md", "text", "auto"),
+        AgentDocument(folder, "F", "folder", "auto"),
+        AgentDocument("u1", "site", "url", "prompt"),
+    ]
+
+    new = kb.create("new.md", "t")
+    before = double.agents[agent]
+    wanted = [*documents[1:], AgentDocument(new, "new.md")]
+    kb.set_agent_documents(agent, wanted)
+    assert kb.agent_documents(agent) == wanted
+    patch = next(r for r in reversed(double.requests) if r.method == "PATCH")
+    assert patch.path == f"/v1/convai/agents/{agent}"
+    assert json.loads(patch.body) == {
+        "conversation_config": {
+            "agent": {
+                "prompt": {
+                    "knowledge_base": [
+                        {"type": "folder", "name": "F", "id": folder, "usage_mode": "auto"},
+                        {"type": "url", "name": "site", "id": "u1", "usage_mode": "prompt"},
+                        {"type": "text", "name": "new.md", "id": new, "usage_mode": "auto"},
+                    ]
+                }
+            }
+        }
+    }
+    # Only the list changed: the rest of the agent's configuration is as it was.
+    after = double.agents[agent]
+    for config in (before, after):
+        config["conversation_config"]["agent"]["prompt"].pop("knowledge_base")
+        config["metadata"].pop("updated_at_unix_secs")
+    assert after == before
+
+    kb.set_agent_documents(agent, [])
+    assert double.agent_kb(agent) == []
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        SimpleNamespace(),
+        SimpleNamespace(conversation_config=None),
+        SimpleNamespace(conversation_config=SimpleNamespace(agent=SimpleNamespace(prompt=None))),
+        SimpleNamespace(
+            conversation_config=SimpleNamespace(
+                agent=SimpleNamespace(prompt=SimpleNamespace(knowledge_base=None))
+            )
+        ),
+        {"conversation_config": {"agent": {"prompt": {}}}},
+    ],
+    ids=["nothing", "no-config", "no-prompt", "null-list", "dicts"],
+)
+def test_an_agent_without_a_knowledge_base_has_no_documents(answer: Any) -> None:
+    kb = ElevenLabsKB(KEY, base_url="http://127.0.0.1:9")
+    agents = SimpleNamespace(get=lambda *args, **kwargs: answer)
+    kb._client = SimpleNamespace(conversational_ai=SimpleNamespace(agents=agents))  # type: ignore[assignment]
+    assert kb.agent_documents("agent") == []
+
+
+def test_odd_knowledge_base_entries_are_read_defensively() -> None:
+    kb = ElevenLabsKB(KEY, base_url="http://127.0.0.1:9")
+    entries = [
+        SimpleNamespace(id="d", name=None, type=None, usage_mode=None),
+        SimpleNamespace(name="no id", type="text"),
+        {"id": "e", "name": "as a dict", "type": "file", "usage_mode": "prompt"},
+    ]
+    answer = SimpleNamespace(
+        conversation_config=SimpleNamespace(
+            agent=SimpleNamespace(prompt=SimpleNamespace(knowledge_base=entries))
+        )
+    )
+    agents = SimpleNamespace(get=lambda *args, **kwargs: answer)
+    kb._client = SimpleNamespace(conversational_ai=SimpleNamespace(agents=agents))  # type: ignore[assignment]
+    assert kb.agent_documents("agent") == [
+        AgentDocument("d", "", "text", "auto"),
+        AgentDocument("e", "as a dict", "file", "prompt"),
+    ]
+
+
+def test_an_unknown_agent_is_remote_not_found(kb: ElevenLabsKB, double: ElevenLabsDouble) -> None:
+    calls: list[Callable[[], object]] = [
+        lambda: kb.agent_documents("agent_nope"),
+        lambda: kb.set_agent_documents("agent_nope", []),
+    ]
+    for call in calls:
+        before = len(double.requests)
+        error = _fails(call)
+        assert isinstance(error, RemoteNotFound)
+        assert error.status_code == 404
+        assert error.message.startswith("ElevenLabs has no such agent (404)")
+        assert len(double.requests) - before == 1
+
+
+def test_a_conflict_writing_the_agent_keeps_its_409(
+    kb: ElevenLabsKB, double: ElevenLabsDouble
+) -> None:
+    agent = double.add_agent("bot")
+    wanted = [AgentDocument("d", "n")]
+    double.script("PATCH", AGENT_PATH, Fault.status(409))
+    error = _fails(lambda: kb.set_agent_documents(agent, wanted))
+    assert error.status_code == 409  # what a caller retries on (after reading the agent again)
+    assert error.error_type is ErrorType.UNKNOWN
+    assert not error.ambiguous
+    assert double.count("PATCH", AGENT_PATH) == 1
+    assert double.agent_kb(agent) == []
+    kb.set_agent_documents(agent, wanted)
+    assert kb.agent_documents(agent) == [AgentDocument("d", "n", "text", "auto")]
+
+
+def test_a_server_error_after_writing_the_agent_is_ambiguous(
+    kb: ElevenLabsKB, double: ElevenLabsDouble
+) -> None:
+    agent = double.add_agent("bot")
+    double.script("PATCH", AGENT_PATH, Fault.commit_then_status(503))
+    error = _fails(lambda: kb.set_agent_documents(agent, [AgentDocument("d", "n")]))
+    assert error.error_type is ErrorType.SERVER_ERROR
+    assert error.ambiguous
+    assert [loc["id"] for loc in double.agent_kb(agent)] == ["d"]  # it was written
+
+
+def test_compute_rag_index(kb: ElevenLabsKB, double: ElevenLabsDouble) -> None:
+    big = kb.create("big.md", "x" * 600)
+    assert [kb.compute_rag_index(big, MODEL) for _ in range(4)] == [
+        "created",
+        "processing",
+        "succeeded",
+        "succeeded",
+    ]
+    assert kb.compute_rag_index(kb.create("small.md", "x"), MODEL) == "document_too_small"
+    double.rag_outcome = "rag_limit_exceeded"
+    assert kb.compute_rag_index(kb.create("over.md", "x" * 600), MODEL) == "rag_limit_exceeded"
+    assert isinstance(_fails(lambda: kb.compute_rag_index("nope", MODEL)), RemoteNotFound)
+    bad = _fails(lambda: kb.compute_rag_index(big, "no-such-model"))
+    assert (bad.error_type, bad.status_code) == (ErrorType.VALIDATION, 422)
+
+
+def test_rag_statuses_are_lower_cased_and_required() -> None:
+    kb = ElevenLabsKB(KEY, base_url="http://127.0.0.1:9")
+    answers = iter([SimpleNamespace(status="SUCCEEDED "), SimpleNamespace(status=None)])
+    kb._document = SimpleNamespace(  # type: ignore[assignment]
+        compute_rag_index=lambda *args, **kwargs: next(answers)
+    )
+    assert kb.compute_rag_index("d", MODEL) == "succeeded"
+    with pytest.raises(RemoteError) as caught:
+        kb.compute_rag_index("d", MODEL)
+    assert caught.value.error_type is ErrorType.UNKNOWN
+
+
+def test_dependent_agents_without_ids_are_named() -> None:
+    kb = ElevenLabsKB(KEY, base_url="http://127.0.0.1:9")
+    page = SimpleNamespace(
+        agents=[
+            SimpleNamespace(type="unknown", id="a1"),
+            SimpleNamespace(type="available", name="named only"),
+            SimpleNamespace(type="available", id="a1", name="again"),
+            SimpleNamespace(type="odd"),
+        ],
+        has_more=False,
+    )
+    kb._documents = SimpleNamespace(get_agents=lambda *args, **kwargs: page)  # type: ignore[assignment]
+    assert kb.dependent_agents("d") == ["a1", "named only"]
+
+
+NEW_OPERATIONS = (
+    "dependent_agents",
+    "list_folder",
+    "folder_exists",
+    "check_key",
+    "agent_documents",
+    "set_agent_documents",
+    "compute_rag_index",
+)
+
+
+@pytest.mark.parametrize("fault", RETRIED_BY_THE_SDK, ids=lambda fault: fault.label)
+@pytest.mark.parametrize("operation", NEW_OPERATIONS)
+def test_one_failed_call_of_the_newer_operations_is_one_request(
+    kb: ElevenLabsKB, double: ElevenLabsDouble, fault: Any, operation: str
+) -> None:
+    doc = double.add_document("target", "x" * 600).id
+    folder = double.add_folder("F")
+    agent = double.add_agent("bot", [doc])
+    calls: dict[str, tuple[str, str, Callable[[], object]]] = {
+        "dependent_agents": ("GET", DEPENDENT_PATH, lambda: kb.dependent_agents(doc)),
+        "list_folder": ("GET", LIST_PATH, lambda: list(kb.list_folder(folder))),
+        "folder_exists": ("GET", DOC_PATH, lambda: kb.folder_exists(folder)),
+        "check_key": ("GET", LIST_PATH, kb.check_key),
+        "agent_documents": ("GET", AGENT_PATH, lambda: kb.agent_documents(agent)),
+        "set_agent_documents": ("PATCH", AGENT_PATH, lambda: kb.set_agent_documents(agent, [])),
+        "compute_rag_index": ("POST", RAG_PATH, lambda: kb.compute_rag_index(doc, MODEL)),
+    }
+    method, path, call = calls[operation]
+    double.script(method, path, fault)
+    error = _fails(call)
+    assert len(double.requests) == 1
+    assert error.status_code == fault.code
+    assert error.transient or error.error_type is ErrorType.UNKNOWN
+    if error.error_type is ErrorType.SERVER_ERROR or error.error_type is ErrorType.NETWORK:
+        assert error.ambiguous is (operation in MUTATING_OPERATIONS and error.status_code != 408)
+    assert double.agent_kb(agent)[0]["id"] == doc  # a refused write changed nothing

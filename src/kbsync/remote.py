@@ -14,7 +14,8 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Final, TypeVar, cast
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import httpx
 from elevenlabs.client import ElevenLabs
@@ -25,8 +26,15 @@ from elevenlabs.core.parse_error import ParsingError
 from elevenlabs.core.request_options import RequestOptions
 
 from kbsync.errors import RemoteError, RemoteNotFound
-from kbsync.interfaces import RemoteDocument
+from kbsync.interfaces import AgentDocument, RemoteDocument
 from kbsync.models import MAX_ERROR_MESSAGE, ErrorType
+
+if TYPE_CHECKING:
+    # Only named for mypy: importing the agents client costs about half a second, so it is
+    # loaded (by the SDK itself) the first time an agent is read or written.
+    from elevenlabs.conversational_ai.agents.client import AgentsClient
+    from elevenlabs.conversational_ai.knowledge_base.document.client import DocumentClient
+    from elevenlabs.types import ConversationalConfig
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -41,10 +49,23 @@ DEFAULT_BASE_URL: Final = "https://api.elevenlabs.io"
 PAGE_SIZE: Final = 100
 """The largest page the list endpoint serves: fewest round trips for a full scan."""
 
-MUTATING_OPERATIONS: Final = frozenset({"create", "update", "delete"})
-"""Operations that change the knowledge base: only these can leave an outcome in doubt."""
-_DOCUMENT_OPERATIONS: Final = frozenset({"update", "get_content", "delete"})
-"""Operations on a document kbsync knew by id: a 404 there means the document is gone."""
+MUTATING_OPERATIONS: Final = frozenset(
+    {"create", "update", "delete", "set_agent_documents", "compute_rag_index"}
+)
+"""Operations that change something at ElevenLabs: only these can leave an outcome in doubt."""
+_NOT_FOUND_SUBJECTS: Final[Mapping[str, str]] = {
+    "update": "document",
+    "get_content": "document",
+    "delete": "document",
+    "dependent_agents": "document",
+    "compute_rag_index": "document",
+    "list_folder": "folder",
+    "folder_exists": "folder",
+    "agent_documents": "agent",
+    "set_agent_documents": "agent",
+}
+"""Operations on something kbsync names by id, and what: a 404 there means it does not exist
+(`RemoteNotFound`). Elsewhere a 404 is more likely a wrong base URL."""
 
 _T = TypeVar("_T")
 
@@ -67,20 +88,26 @@ class ElevenLabsKB:
         # The SDK's lazy sub-client properties are untyped: name the types so mypy checks calls.
         self._kb: KnowledgeBaseClient = self._client.conversational_ai.knowledge_base
         self._documents: DocumentsClient = self._kb.documents
+        self._document: DocumentClient = self._kb.document
         # The SDK types timeout_in_seconds as int, but hands it to httpx, which takes a float.
         self._options = cast(RequestOptions, {"max_retries": 0, "timeout_in_seconds": timeout})
 
     def __repr__(self) -> str:
         return f"ElevenLabsKB(base_url={self._base_url!r}, timeout={self._timeout!r})"
 
-    def create(self, name: str, text: str) -> str:
-        """Create a text document; returns its id."""
-        response = self._call(
-            "create",
-            lambda: self._documents.create_from_text(
-                text=text, name=name, request_options=self._options
-            ),
+    @property
+    def _agents(self) -> AgentsClient:
+        """The SDK's agents client, imported (by the SDK) on first use."""
+        return cast("AgentsClient", self._client.conversational_ai.agents)
+
+    def create(self, name: str, text: str, folder_id: str | None = None) -> str:
+        """Create a text document (inside `folder_id` when given); returns its id."""
+        request = functools.partial(
+            self._documents.create_from_text, text=text, name=name, request_options=self._options
         )
+        if folder_id is not None:  # otherwise not even a null parent_folder_id: the root
+            request = functools.partial(request, parent_folder_id=folder_id)
+        response = self._call("create", request)
         document_id = getattr(response, "id", None)
         if not isinstance(document_id, str) or not document_id:
             # It answered 2xx, so the document may exist: the engine must look before re-creating.
@@ -120,40 +147,173 @@ class ElevenLabsKB:
         return self._pages("list")
 
     def delete(self, document_id: str, force: bool = False) -> None:
-        """Delete a document; `force` also removes it from agents that use it."""
+        """Delete a document; `force` also removes it from agents that use it.
+
+        `RemoteNotFound` when it is already gone. Without `force`, ElevenLabs refuses to delete
+        a document an agent uses (an HTTP error, classified like any other).
+        """
         self._call(
             "delete",
             lambda: self._documents.delete(document_id, force=force, request_options=self._options),
         )
 
-    def _pages(self, operation: str) -> Iterator[RemoteDocument]:
-        """Follow `next_cursor` until `has_more` is false; a cursor seen twice is an error."""
+    def dependent_agents(self, document_id: str) -> list[str]:
+        """Ids (or names, where the API gives no id) of the agents that use a document.
+
+        Every page of `GET .../{id}/dependent-agents`; `RemoteNotFound` if the document is gone.
+        """
+        agents: list[str] = []
+        items = self._follow(
+            "dependent_agents",
+            "agents",
+            lambda cursor: self._documents.get_agents(
+                document_id, page_size=PAGE_SIZE, cursor=cursor, request_options=self._options
+            ),
+        )
+        for item in items:
+            ident = _field(item, "id")
+            if not isinstance(ident, str) or not ident:
+                ident = _field(item, "name")
+            if isinstance(ident, str) and ident and ident not in agents:
+                agents.append(ident)
+        return agents
+
+    def list_folder(self, folder_id: str) -> Iterator[RemoteDocument]:
+        """Every document directly inside a folder, page by page (folders left out)."""
+        return self._pages("list_folder", parent_folder_id=folder_id)
+
+    def folder_exists(self, folder_id: str) -> bool:
+        """True when `folder_id` is a knowledge-base folder; False when there is no such thing
+        (or it is a document, not a folder)."""
+        try:
+            entry = self._call(
+                "folder_exists",
+                lambda: self._documents.get(folder_id, request_options=self._options),
+            )
+        except RemoteNotFound:
+            return False
+        return bool(_field(entry, "type") == "folder")
+
+    def check_key(self) -> None:
+        """One cheap request that needs a valid key (a one-item listing); `RemoteError`
+        (auth_error) if ElevenLabs refuses the key."""
+        self._call(
+            "check_key",
+            lambda: self._kb.list(page_size=1, request_options=self._options),
+        )
+
+    def agent_documents(self, agent_id: str) -> list[AgentDocument]:
+        """The knowledge base of an agent (`conversation_config.agent.prompt.knowledge_base`);
+        `RemoteNotFound` when there is no such agent. Missing parts read as an empty list."""
+        agent = self._call(
+            "agent_documents",
+            lambda: self._agents.get(agent_id, request_options=self._options),
+        )
+        node: Any = agent
+        for name in ("conversation_config", "agent", "prompt", "knowledge_base"):
+            node = _field(node, name)
+        documents: list[AgentDocument] = []
+        for item in node if isinstance(node, list | tuple) else []:
+            doc_id, name, kind, usage = (
+                _field(item, key) for key in ("id", "name", "type", "usage_mode")
+            )
+            if not isinstance(doc_id, str) or not doc_id:
+                continue
+            documents.append(
+                AgentDocument(
+                    id=doc_id,
+                    name=name if isinstance(name, str) else "",
+                    type=kind if isinstance(kind, str) and kind else "text",
+                    usage_mode=usage if isinstance(usage, str) and usage else "auto",
+                )
+            )
+        return documents
+
+    def set_agent_documents(self, agent_id: str, documents: list[AgentDocument]) -> None:
+        """Write an agent's whole knowledge-base list back.
+
+        Only `conversation_config.agent.prompt.knowledge_base` is sent: ElevenLabs merges a
+        partial `conversation_config` into the agent, and the list replaces the old one.
+        `RemoteNotFound` when there is no such agent.
+        """
+        locators = [
+            {"type": doc.type, "name": doc.name, "id": doc.id, "usage_mode": doc.usage_mode}
+            for doc in documents
+        ]
+        # The SDK takes a plain dict here as well as its model, and sends exactly these keys.
+        config = cast("ConversationalConfig", {"agent": {"prompt": {"knowledge_base": locators}}})
+        self._call(
+            "set_agent_documents",
+            lambda: self._agents.update(
+                agent_id, conversation_config=config, request_options=self._options
+            ),
+        )
+
+    def compute_rag_index(self, document_id: str, model: str) -> str:
+        """Start RAG indexing of a document with `model` (or read how far it got); returns the
+        status in lower case (`created`, `processing`, `succeeded`, `failed`,
+        `rag_limit_exceeded`, `document_too_small`, ...)."""
+        response = self._call(
+            "compute_rag_index",
+            lambda: self._document.compute_rag_index(
+                document_id, model=model, request_options=self._options
+            ),
+        )
+        status = _field(response, "status")
+        if not isinstance(status, str) or not status.strip():
+            raise RemoteError(
+                ErrorType.UNKNOWN,
+                "ElevenLabs answered the RAG index request without a status",
+                ambiguous=True,
+            )
+        return status.strip().lower()
+
+    def _pages(
+        self, operation: str, parent_folder_id: str | None = None
+    ) -> Iterator[RemoteDocument]:
+        """Every document of the listing (folders left out), page by page."""
+
+        def fetch(cursor: str | None) -> Any:
+            if parent_folder_id is None:
+                return self._kb.list(
+                    page_size=PAGE_SIZE, cursor=cursor, request_options=self._options
+                )
+            return self._kb.list(
+                page_size=PAGE_SIZE,
+                cursor=cursor,
+                parent_folder_id=parent_folder_id,
+                request_options=self._options,
+            )
+
+        for item in self._follow(operation, "documents", fetch):
+            doc_id = _field(item, "id")
+            doc_name = _field(item, "name")
+            if _field(item, "type") == "folder" or not isinstance(doc_id, str):
+                continue
+            yield RemoteDocument(
+                id=doc_id,
+                name=doc_name if isinstance(doc_name, str) else "",
+                created_at=_created_at(item),
+            )
+
+    def _follow(
+        self, operation: str, items: str, fetch: Callable[[str | None], Any]
+    ) -> Iterator[Any]:
+        """The `items` of every page: follow `next_cursor` until `has_more` is false; a cursor
+        seen twice is an error."""
         cursor: str | None = None
         seen: set[str] = set()
         while True:
-            page = self._call(
-                operation,
-                functools.partial(
-                    self._kb.list,
-                    page_size=PAGE_SIZE,
-                    cursor=cursor,
-                    request_options=self._options,
-                ),
-            )
+            page = self._call(operation, functools.partial(fetch, cursor))
             # The SDK does not validate responses: read them as if fields may be missing.
-            for item in getattr(page, "documents", None) or []:
-                doc_id = getattr(item, "id", None)
-                doc_name = getattr(item, "name", None)
-                if getattr(item, "type", None) == "folder" or not isinstance(doc_id, str):
-                    continue
-                yield RemoteDocument(id=doc_id, name=doc_name if isinstance(doc_name, str) else "")
-            if not getattr(page, "has_more", False):
+            yield from _field(page, items) or []
+            if not _field(page, "has_more"):
                 return
-            cursor = getattr(page, "next_cursor", None)
+            cursor = _field(page, "next_cursor")
             if not isinstance(cursor, str) or not cursor or cursor in seen:
                 raise RemoteError(
                     ErrorType.UNKNOWN,
-                    "ElevenLabs said more documents follow but gave no new cursor to fetch them",
+                    f"ElevenLabs said more {items} follow but gave no new cursor to fetch them",
                 )
             seen.add(cursor)
 
@@ -171,6 +331,24 @@ class ElevenLabsKB:
             ) from exc
 
 
+def _field(obj: Any, name: str) -> Any:
+    """A field of an SDK response object (or of a plain dict), None when missing."""
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def _created_at(item: Any) -> datetime | None:
+    """`metadata.created_at_unix_secs` as an aware UTC datetime, None when absent or absurd."""
+    seconds = _field(_field(item, "metadata"), "created_at_unix_secs")
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 # --- classification ---------------------------------------------------------------------------
 
 
@@ -185,7 +363,10 @@ def classify(
     """Map an SDK or httpx exception to a `RemoteError`, from status code and type only.
 
     Pure: `base_url` and `timeout` only enrich the message, and `api_key` is redacted from it.
-    `operation` is one of create, update, get_content, delete, list, find_by_name.
+    `operation` is the `ElevenLabsKB` method that failed: create, update, get_content, delete,
+    list, find_by_name, dependent_agents, list_folder, folder_exists, check_key,
+    agent_documents, set_agent_documents, compute_rag_index. A 404 on one that names something
+    by id (see `_NOT_FOUND_SUBJECTS`) is `RemoteNotFound`; `MUTATING_OPERATIONS` may be ambiguous.
     """
     mutating = operation in MUTATING_OPERATIONS
     if isinstance(exc, ApiError):
@@ -224,12 +405,13 @@ def _classify_status(exc: ApiError, operation: str, secret: str | None) -> Remot
         message = f"ElevenLabs {verb} ({status}): {text}"
     elif status in (400, 413, 422):
         error_type = ErrorType.VALIDATION
-    elif status == 404 and operation in _DOCUMENT_OPERATIONS:
+    elif status == 404 and operation in _NOT_FOUND_SUBJECTS:
         cls, error_type = RemoteNotFound, ErrorType.VALIDATION
-        message = f"ElevenLabs has no such document (404): {text}"
+        message = f"ElevenLabs has no such {_NOT_FOUND_SUBJECTS[operation]} (404): {text}"
     elif status == 404:
         error_type = ErrorType.VALIDATION if operation == "create" else ErrorType.UNKNOWN
-        message += " (is the base URL right? It is the API's root, without /v1)"
+        if not code:  # the API's own 404s carry a code (e.g. folder_not_found); a bad route not
+            message += " (is the base URL right? It is the API's root, without /v1)"
     elif status == 408:
         error_type = ErrorType.NETWORK
         message = f"ElevenLabs timed out waiting for the request (408): {text}"

@@ -1,6 +1,7 @@
 """A local double of the ElevenLabs knowledge-base API, for tests and demos.
 
-It is a real HTTP server on loopback that speaks the paths and JSON shapes of the real API, so
+It is a real HTTP server on loopback that speaks the paths and JSON shapes of the real API
+(documents, folders, dependent agents, RAG indexing, and the knowledge-base part of agents), so
 kbsync's adapter is exercised through the official SDK and httpx exactly as in production. The
 real service cannot be made to fail on cue, so this double injects the failures kbsync must
 survive: error statuses, dropped connections, timeouts, writes that commit but are never answered,
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import email.message
 import email.utils
 import fnmatch
@@ -36,19 +38,29 @@ from typing import Any, Final, Literal, Self
 from urllib.parse import parse_qs, urlsplit
 
 __all__ = [
+    "AGENTS_PATH",
     "DEFAULT_RANDOM_FAULT_KINDS",
     "KB_PATH",
+    "RAG_MIN_BYTES",
+    "RAG_MODELS",
     "ElevenLabsDouble",
     "Fault",
     "Hold",
     "RequestRecord",
     "StoredDocument",
+    "StoredFolder",
     "default_error_body",
     "main",
 ]
 
 KB_PATH: Final = "/v1/convai/knowledge-base"
 """Root of every knowledge-base endpoint the double serves."""
+AGENTS_PATH: Final = "/v1/convai/agents"
+"""Root of the agent endpoints the double serves (``GET``/``PATCH .../{agent_id}``)."""
+RAG_MODELS: Final = ("e5_mistral_7b_instruct", "multilingual_e5_large_instruct")
+"""The embedding models `POST .../{id}/rag-index` accepts (the SDK's EmbeddingModelEnum)."""
+RAG_MIN_BYTES: Final = 500
+"""Documents smaller than this are not RAG-indexed (``document_too_small``)."""
 
 DEFAULT_RANDOM_FAULT_KINDS: Final = ("429", "500", "503", "drop", "commit_then_drop")
 DEFAULT_HOLD_TIMEOUT: Final = 30.0
@@ -56,8 +68,10 @@ DEFAULT_PAGE_SIZE: Final = 30
 MAX_PAGE_SIZE: Final = 100
 _ID_ALPHABET: Final = string.ascii_letters + string.digits
 _ID_LENGTH: Final = 20
+_AGENT_ID_ALPHABET: Final = string.ascii_lowercase + string.digits
+_AGENT_ID_LENGTH: Final = 26
 _IDLE_CONNECTION_TIMEOUT: Final = 60.0
-_FIXED_SEGMENTS: Final = frozenset({"text", "file"})
+_FIXED_SEGMENTS: Final = frozenset({"text", "file", "folder"})
 
 # The SDK requires access_info on every document; these are plausible values for the caller's own.
 _ACCESS_INFO: Final[Mapping[str, Any]] = {
@@ -68,6 +82,8 @@ _ACCESS_INFO: Final[Mapping[str, Any]] = {
     "access_source": "creator",
 }
 _SUPPORTED_USAGES: Final = ("prompt", "auto")
+_LOCATOR_TYPES: Final = ("file", "url", "text", "folder")
+_RAG_PROGRESS: Final[Mapping[str, float]] = {"created": 0.0, "processing": 50.0, "succeeded": 100.0}
 
 FaultKind = Literal["status", "drop", "slow", "commit_then_drop", "commit_then_status"]
 Headers = tuple[tuple[str, str], ...]
@@ -137,6 +153,24 @@ class StoredDocument:
     type: Literal["text", "file"] = "text"
     """``file`` for documents created through ``POST .../file``."""
     filename: str | None = None
+    folder_id: str | None = None
+    """The folder the document lives in (``parent_folder_id`` at creation); None: the root."""
+
+
+@dataclass(frozen=True)
+class StoredFolder:
+    """A knowledge-base folder as the double holds it; folders share the documents' id space."""
+
+    id: str
+    name: str
+    created_at: float
+    updated_at: float
+    folder_id: str | None = None
+    """The folder this one lives in; None: the root."""
+    type: Literal["folder"] = "folder"
+
+
+_Entry = StoredDocument | StoredFolder
 
 
 @dataclass(frozen=True)
@@ -446,6 +480,8 @@ class ElevenLabsDouble:
         self._port = port
         self._lock = threading.Lock()
         self._id_rng = random.Random(seed)
+        # Agents draw their ids elsewhere, so adding agents never changes the document ids.
+        self._agent_rng = random.Random(f"agents-{seed}")
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
@@ -468,6 +504,13 @@ class ElevenLabsDouble:
         self._max_in_flight = 0
         self._random: _RandomFaults | None = None
         self._reject_globs: list[str] = []
+        self._folders: dict[str, StoredFolder] = {}
+        self._agents: dict[str, dict[str, Any]] = {}
+        self._rag: dict[tuple[str, str], str] = {}
+        self.rag_outcome: str = "succeeded"
+        """Where RAG indexing ends: ``succeeded`` (default), ``failed``, ``rag_limit_exceeded``
+        (that one at once, on the first request) or any other status string (after
+        ``processing``). Read when a document's indexing reaches its end."""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -530,7 +573,8 @@ class ElevenLabsDouble:
         return f"http://{self._host}:{self.port}"
 
     def reset(self) -> None:
-        """Forget documents, scripts, holds, counters, random faults and rejected names.
+        """Forget documents, folders, agents, RAG states (``rag_outcome`` back to
+        ``succeeded``), scripts, holds, counters, random faults and rejected names.
 
         Keys, latency, the concurrency cap and the port stay. Pending holds are released.
         """
@@ -600,11 +644,65 @@ class ElevenLabsDouble:
         return hold
 
     def add_document(
-        self, name: str, text: str, *, created_at: float | None = None
+        self,
+        name: str,
+        text: str,
+        *,
+        created_at: float | None = None,
+        folder_id: str | None = None,
     ) -> StoredDocument:
-        """Seed a text document directly, as if created earlier by someone else."""
+        """Seed a text document directly, as if created earlier by someone else.
+
+        `folder_id` puts it inside a folder (see `add_folder`); KeyError if there is none.
+        """
         with self._lock:
-            return self._create(name, text, now=created_at)
+            if folder_id is not None and folder_id not in self._folders:
+                raise KeyError(f"no folder {folder_id!r}")
+            return self._create(name, text, now=created_at, folder_id=folder_id)
+
+    def add_folder(
+        self, name: str, *, parent_id: str | None = None, created_at: float | None = None
+    ) -> str:
+        """Seed a folder (inside folder `parent_id` when given); returns its id."""
+        with self._lock:
+            if parent_id is not None and parent_id not in self._folders:
+                raise KeyError(f"no folder {parent_id!r}")
+            return self._create_folder(name, parent_id, now=created_at).id
+
+    def add_agent(
+        self, name: str, knowledge_base: Iterable[str | Mapping[str, Any]] | None = None
+    ) -> str:
+        """Seed an agent; returns its id (``agent_`` and 26 characters).
+
+        `knowledge_base` items are locators (``{type, name, id, usage_mode}``, stored as given)
+        or ids of stored documents/folders (turned into locators with ``usage_mode`` ``auto``).
+        """
+        with self._lock:
+            locators = [
+                copy.deepcopy(dict(item)) if isinstance(item, Mapping) else self._locator(item)
+                for item in knowledge_base or []
+            ]
+            agent_id = self._new_agent_id()
+            self._agents[agent_id] = _new_agent(agent_id, name, locators, time.time())
+            return agent_id
+
+    def _new_agent_id(self) -> str:
+        while True:
+            suffix = (self._agent_rng.choice(_AGENT_ID_ALPHABET) for _ in range(_AGENT_ID_LENGTH))
+            agent_id = "agent_" + "".join(suffix)
+            if agent_id not in self._agents:
+                return agent_id
+
+    def agent_kb(self, agent_id: str) -> list[dict[str, Any]]:
+        """A copy of an agent's ``conversation_config.agent.prompt.knowledge_base``; KeyError if
+        there is no such agent."""
+        with self._lock:
+            return copy.deepcopy(_agent_locators(self._agents[agent_id]))
+
+    def rag_status(self, document_id: str, model: str = RAG_MODELS[0]) -> str | None:
+        """The RAG index status of a document for `model`, or None if never requested."""
+        with self._lock:
+            return self._rag.get((document_id, model))
 
     # -- inspection ---------------------------------------------------------------------------
 
@@ -613,6 +711,18 @@ class ElevenLabsDouble:
         """Snapshot: id -> document, oldest first."""
         with self._lock:
             return dict(self._docs)
+
+    @property
+    def folders(self) -> dict[str, StoredFolder]:
+        """Snapshot: id -> folder, oldest first."""
+        with self._lock:
+            return dict(self._folders)
+
+    @property
+    def agents(self) -> dict[str, dict[str, Any]]:
+        """Snapshot (deep copy): agent id -> the agent as ``GET .../agents/{id}`` shows it."""
+        with self._lock:
+            return copy.deepcopy(self._agents)
 
     def docs_named(self, name: str) -> list[StoredDocument]:
         """Documents with exactly this name, oldest first."""
@@ -818,20 +928,35 @@ class ElevenLabsDouble:
         body: bytes,
         handler: _Handler,
     ) -> _Reply:
-        root = KB_PATH.strip("/").split("/")
         parts = path.strip("/").split("/")
+        agents_root = AGENTS_PATH.strip("/").split("/")
+        if parts[: len(agents_root)] == agents_root:
+            return self._route_agents(method, parts[len(agents_root) :], body)
+        root = KB_PATH.strip("/").split("/")
         if parts[: len(root)] != root:
             return _not_found_route()
+        return self._route_kb(method, parts[len(root) :], query, body, handler)
+
+    def _route_kb(
+        self,
+        method: str,
+        rest: list[str],
+        query: dict[str, list[str]],
+        body: bytes,
+        handler: _Handler,
+    ) -> _Reply:
         reply: _Reply
-        match (method, parts[len(root) :]):
+        match (method, rest):
             case ("GET", []):
                 reply = self._list(query)
             case ("POST", ["text"]):
                 reply = self._create_from_text(body)
             case ("POST", ["file"]):
                 reply = self._create_from_file(handler.headers.get("Content-Type", ""), body)
+            case ("POST", ["folder"]):
+                reply = self._create_folder_endpoint(body)
             case ("GET", [doc_id]):
-                reply = self._with_doc(doc_id, lambda doc: _json_reply(200, _detail(doc)))
+                reply = self._get(doc_id)
             case ("PATCH", [doc_id]):
                 reply = self._update(doc_id, body)
             case ("DELETE", [doc_id]):
@@ -839,12 +964,29 @@ class ElevenLabsDouble:
             case ("GET", [doc_id, "content"]):
                 reply = self._with_doc(doc_id, _content_reply)
             case ("GET", [doc_id, "dependent-agents"]):
-                reply = self._with_doc(doc_id, _dependent_agents_reply)
+                reply = self._dependent_agents(doc_id, query)
+            case ("POST", [doc_id, "rag-index"]):
+                reply = self._compute_rag_index(doc_id, body)
             case _:
                 reply = _not_found_route()
         return reply
 
+    def _route_agents(self, method: str, rest: list[str], body: bytes) -> _Reply:
+        match (method, rest):
+            case ("GET", [agent_id]):
+                return self._get_agent(agent_id)
+            case ("PATCH", [agent_id]):
+                return self._patch_agent(agent_id, body)
+        return _not_found_route()
+
     # -- endpoint implementations -------------------------------------------------------------
+
+    def _new_id(self) -> str:
+        """A fresh id for a document or folder (one id space); caller holds the lock."""
+        while True:
+            new_id = "".join(self._id_rng.choice(_ID_ALPHABET) for _ in range(_ID_LENGTH))
+            if new_id not in self._docs and new_id not in self._folders:
+                return new_id
 
     def _create(
         self,
@@ -854,17 +996,27 @@ class ElevenLabsDouble:
         now: float | None = None,
         kind: Literal["text", "file"] = "text",
         filename: str | None = None,
+        folder_id: str | None = None,
     ) -> StoredDocument:
         """Store a new document; caller holds the lock."""
-        doc_id = "".join(self._id_rng.choice(_ID_ALPHABET) for _ in range(_ID_LENGTH))
-        while doc_id in self._docs:
-            doc_id = "".join(self._id_rng.choice(_ID_ALPHABET) for _ in range(_ID_LENGTH))
+        doc_id = self._new_id()
         stamp = time.time() if now is None else now
-        doc = StoredDocument(doc_id, name, text, stamp, stamp, kind, filename)
+        doc = StoredDocument(doc_id, name, text, stamp, stamp, kind, filename, folder_id)
         self._docs[doc_id] = doc
         self._seqs[doc_id] = self._next_seq
         self._next_seq += 1
         return doc
+
+    def _create_folder(
+        self, name: str, parent_id: str | None, *, now: float | None = None
+    ) -> StoredFolder:
+        """Store a new folder; caller holds the lock."""
+        stamp = time.time() if now is None else now
+        folder = StoredFolder(self._new_id(), name, stamp, stamp, parent_id)
+        self._folders[folder.id] = folder
+        self._seqs[folder.id] = self._next_seq
+        self._next_seq += 1
+        return folder
 
     def _check_name_allowed(self, name: str) -> None:
         with self._lock:
@@ -875,16 +1027,23 @@ class ElevenLabsDouble:
                     ["body", "name"], f"Document name {name!r} is not allowed", "value_error"
                 )
 
+    def _created_reply(self, entry: _Entry) -> _Reply:
+        """The answer to a create (AddKnowledgeBaseResponseModel); caller holds the lock."""
+        path = [{"id": folder.id} for folder in self._folder_path(entry)]
+        return _json_reply(200, {"id": entry.id, "name": entry.name, "folder_path": path})
+
     def _create_from_text(self, body: bytes) -> _Reply:
         data = _json_object(body)
         if data.get("text") is None:
             raise _ValidationError(["body", "text"], "Field required", "missing")
         text = _optional_str(data, "text", min_length=1) or ""
         name = _optional_str(data, "name", min_length=1) or _default_name(text)
+        parent = _optional_str(data, "parent_folder_id")
         self._check_name_allowed(name)
         with self._lock:
-            doc = self._create(name, text)
-        return _json_reply(200, {"id": doc.id, "name": doc.name, "folder_path": []})
+            if parent is not None and parent not in self._folders:
+                return _folder_not_found(parent)
+            return self._created_reply(self._create(name, text, folder_id=parent))
 
     def _create_from_file(self, content_type: str, body: bytes) -> _Reply:
         fields = _parse_multipart(content_type, body)
@@ -893,11 +1052,29 @@ class ElevenLabsDouble:
         filename, raw = fields["file"]
         given_name = fields["name"][1].decode("utf-8", "replace") if "name" in fields else ""
         name = given_name or filename or "Untitled document"
+        parent_field = fields.get("parent_folder_id")
+        parent = parent_field[1].decode("utf-8", "replace") if parent_field else None
         self._check_name_allowed(name)
         text = raw.decode("utf-8", "replace")
         with self._lock:
-            doc = self._create(name, text, kind="file", filename=filename or "file")
-        return _json_reply(200, {"id": doc.id, "name": doc.name, "folder_path": []})
+            if parent is not None and parent not in self._folders:
+                return _folder_not_found(parent)
+            doc = self._create(
+                name, text, kind="file", filename=filename or "file", folder_id=parent
+            )
+            return self._created_reply(doc)
+
+    def _create_folder_endpoint(self, body: bytes) -> _Reply:
+        data = _json_object(body)
+        if data.get("name") is None:
+            raise _ValidationError(["body", "name"], "Field required", "missing")
+        name = _optional_str(data, "name", min_length=1) or ""
+        parent = _optional_str(data, "parent_folder_id")
+        self._check_name_allowed(name)
+        with self._lock:
+            if parent is not None and parent not in self._folders:
+                return _folder_not_found(parent)
+            return self._created_reply(self._create_folder(name, parent))
 
     def _with_doc(self, doc_id: str, render: Callable[[StoredDocument], _Reply]) -> _Reply:
         with self._lock:
@@ -906,23 +1083,40 @@ class ElevenLabsDouble:
             return _doc_not_found(doc_id)
         return render(doc)
 
+    def _get(self, entry_id: str) -> _Reply:
+        with self._lock:
+            entry = self._entry(entry_id)
+            if entry is None:
+                return _doc_not_found(entry_id)
+            return _json_reply(200, self._detail(entry))
+
     def _update(self, doc_id: str, body: bytes) -> _Reply:
         data = _json_object(body)
         name = _optional_str(data, "name", min_length=1)
         content = _optional_str(data, "content", min_length=1)
         with self._lock:
-            doc = self._docs.get(doc_id)
-            if doc is None:
+            entry = self._entry(doc_id)
+            if entry is None:
                 return _doc_not_found(doc_id)
-            if name is not None or content is not None:
-                doc = replace(
-                    doc,
-                    name=doc.name if name is None else name,
-                    text=doc.text if content is None else content,
+            if isinstance(entry, StoredFolder):
+                if content is not None:
+                    raise _ValidationError(
+                        ["body", "content"], "A folder has no content to update", "value_error"
+                    )
+                if name is not None:
+                    entry = replace(entry, name=name, updated_at=time.time())
+                    self._folders[doc_id] = entry
+            elif name is not None or content is not None:
+                entry = replace(
+                    entry,
+                    name=entry.name if name is None else name,
+                    text=entry.text if content is None else content,
                     updated_at=time.time(),
                 )
-                self._docs[doc_id] = doc
-        return _json_reply(200, _detail(doc))
+                self._docs[doc_id] = entry
+                if content is not None:  # new text: any RAG index must be computed again
+                    self._forget_rag({doc_id})
+            return _json_reply(200, self._detail(entry))
 
     def _delete(self, doc_id: str, query: dict[str, list[str]]) -> _Reply:
         force = query.get("force", ["false"])[-1].lower()
@@ -930,11 +1124,87 @@ class ElevenLabsDouble:
             raise _ValidationError(
                 ["query", "force"], "Input should be a valid boolean", "bool_parsing"
             )
+        forced = force in ("true", "1")
         with self._lock:
-            if self._docs.pop(doc_id, None) is None:
+            entry = self._entry(doc_id)
+            if entry is None:
                 return _doc_not_found(doc_id)
-            self._seqs.pop(doc_id, None)
+            doomed = [entry, *self._descendants(entry.id)]
+            if len(doomed) > 1 and not forced:
+                return _folder_not_empty(doc_id, len(doomed) - 1)
+            users = list(dict.fromkeys(a for e in doomed for a in self._dependent_ids(e.id)))
+            if users and not forced:
+                return _in_use_reply(doc_id, users)
+            ids = {e.id for e in doomed}
+            self._unlink(ids)
+            self._forget_rag(ids)
+            for gone in ids:
+                self._docs.pop(gone, None)
+                self._folders.pop(gone, None)
+                self._seqs.pop(gone, None)
         return _json_reply(200, {})
+
+    def _dependent_agents(self, doc_id: str, query: dict[str, list[str]]) -> _Reply:
+        page_size = _page_size(query)
+        offset = _cursor_value(query.get("cursor", [""])[-1], "offset") or 0
+        with self._lock:
+            if self._entry(doc_id) is None:
+                return _doc_not_found(doc_id)
+            items = self._dependent_items(doc_id)
+        more = len(items) > offset + page_size
+        payload = {
+            "agents": items[offset : offset + page_size],
+            "next_cursor": f"offset:{offset + page_size}" if more else None,
+            "has_more": more,
+        }
+        return _json_reply(200, payload)
+
+    def _compute_rag_index(self, doc_id: str, body: bytes) -> _Reply:
+        data = _json_object(body)
+        model = data.get("model")
+        if model is None:
+            raise _ValidationError(["body", "model"], "Field required", "missing")
+        if model not in RAG_MODELS:
+            allowed = " or ".join(repr(m) for m in RAG_MODELS)
+            raise _ValidationError(["body", "model"], f"Input should be {allowed}", "enum")
+        with self._lock:
+            entry = self._entry(doc_id)
+            if entry is None:
+                return _doc_not_found(doc_id)
+            if isinstance(entry, StoredFolder):
+                status, size = "cannot_index_folder", 0
+            else:
+                size = len(entry.text.encode("utf-8"))
+                status = self._advance_rag(doc_id, model, size)
+        payload = {
+            "id": f"{doc_id}_{model}",
+            "model": model,
+            "status": status,
+            "progress_percentage": _RAG_PROGRESS.get(status, 0.0),
+            "document_model_index_usage": {"used_bytes": size if status == "succeeded" else 0},
+        }
+        return _json_reply(200, payload)
+
+    def _advance_rag(self, doc_id: str, model: str, size: int) -> str:
+        """One step of a document's indexing: created, processing, then `rag_outcome`."""
+        key = (doc_id, model)
+        current = self._rag.get(key)
+        if size < RAG_MIN_BYTES:
+            status = "document_too_small"
+        elif current is None:
+            status = "rag_limit_exceeded" if self.rag_outcome == "rag_limit_exceeded" else "created"
+        elif current == "created":
+            status = "processing"
+        elif current == "processing":
+            status = self.rag_outcome
+        else:
+            status = current  # an end state stays
+        self._rag[key] = status
+        return status
+
+    def _forget_rag(self, ids: set[str]) -> None:
+        for key in [key for key in self._rag if key[0] in ids]:
+            del self._rag[key]
 
     def _list(self, query: dict[str, list[str]]) -> _Reply:
         page_size = _page_size(query)
@@ -942,6 +1212,9 @@ class ElevenLabsDouble:
         types = set(query.get("types", []))
         sort_by = query.get("sort_by", [""])[-1]
         direction = query.get("sort_direction", ["asc"])[-1] or "asc"
+        parent = query.get("parent_folder_id", [""])[-1] or None
+        ancestor = query.get("ancestor_folder_id", [""])[-1] or None
+        folders_first = query.get("folders_first", ["false"])[-1].lower() in ("true", "1")
         if sort_by not in ("", "name", "created_at", "updated_at", "size"):
             raise _ValidationError(
                 ["query", "sort_by"], "Input should be a valid sort field", "enum"
@@ -951,31 +1224,190 @@ class ElevenLabsDouble:
                 ["query", "sort_direction"], "Input should be 'asc' or 'desc'", "enum"
             )
         cursor = query.get("cursor", [""])[-1]
-        keyset = sort_by in ("", "created_at") and direction == "asc"
+        keyset = sort_by in ("", "created_at") and direction == "asc" and not folders_first
         with self._lock:
+            entries: list[_Entry] = [*self._docs.values(), *self._folders.values()]
             rows = [
-                (self._seqs[doc.id], doc)
-                for doc in self._docs.values()
-                if doc.name.lower().startswith(search) and (not types or doc.type in types)
+                (self._seqs[entry.id], entry)
+                for entry in entries
+                if entry.name.lower().startswith(search)
+                and (not types or entry.type in types)
+                and (parent is None or entry.folder_id == parent)
+                and (ancestor is None or self._is_under(entry, ancestor))
             ]
-        if keyset:
-            after = _cursor_value(cursor, "after")
-            rows = [row for row in rows if after is None or row[0] > after]
-            page, more = rows[:page_size], len(rows) > page_size
-            next_cursor = f"after:{page[-1][0]}" if more else None
-        else:
-            rows.sort(key=lambda row: _sort_key(row[1], sort_by or "created_at", row[0]))
-            if direction == "desc":
-                rows.reverse()
-            offset = _cursor_value(cursor, "offset") or 0
-            page, more = rows[offset : offset + page_size], len(rows) > offset + page_size
-            next_cursor = f"offset:{offset + page_size}" if more else None
-        payload = {
-            "documents": [_summary(doc) for _, doc in page],
-            "next_cursor": next_cursor,
-            "has_more": more,
-        }
+            if keyset:
+                rows.sort(key=lambda row: row[0])
+                after = _cursor_value(cursor, "after")
+                rows = [row for row in rows if after is None or row[0] > after]
+                page, more = rows[:page_size], len(rows) > page_size
+                next_cursor = f"after:{page[-1][0]}" if more else None
+            else:
+                rows.sort(key=lambda row: _sort_key(row[1], sort_by or "created_at", row[0]))
+                if direction == "desc":
+                    rows.reverse()
+                if folders_first:  # stable: keeps the order within folders and documents
+                    rows.sort(key=lambda row: not isinstance(row[1], StoredFolder))
+                offset = _cursor_value(cursor, "offset") or 0
+                page, more = rows[offset : offset + page_size], len(rows) > offset + page_size
+                next_cursor = f"offset:{offset + page_size}" if more else None
+            payload = {
+                "documents": [self._summary(entry) for _, entry in page],
+                "next_cursor": next_cursor,
+                "has_more": more,
+            }
         return _json_reply(200, payload)
+
+    def _get_agent(self, agent_id: str) -> _Reply:
+        with self._lock:
+            agent = self._agents.get(agent_id)
+            if agent is None:
+                return _agent_not_found(agent_id)
+            return _json_reply(200, agent)
+
+    def _patch_agent(self, agent_id: str, body: bytes) -> _Reply:
+        """Deep-merge the given settings into the agent (a list replaces; absent keys stay)."""
+        data = _json_object(body)
+        patch: dict[str, Any] = {}
+        for key in ("conversation_config", "platform_settings", "workflow"):
+            value = data.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise _ValidationError(
+                    ["body", key], "Input should be a valid dictionary", "dict_type"
+                )
+            patch[key] = value
+        _check_locators(patch.get("conversation_config", {}))
+        name = _optional_str(data, "name", min_length=1)
+        if name is not None:
+            patch["name"] = name
+        tags = data.get("tags")
+        if tags is not None:
+            if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+                raise _ValidationError(
+                    ["body", "tags"], "Input should be a valid list", "list_type"
+                )
+            patch["tags"] = tags
+        with self._lock:
+            agent = self._agents.get(agent_id)
+            if agent is None:
+                return _agent_not_found(agent_id)
+            merged = _deep_merge(agent, patch)
+            merged["metadata"] = {**merged["metadata"], "updated_at_unix_secs": int(time.time())}
+            self._agents[agent_id] = merged
+            return _json_reply(200, merged)
+
+    # -- state queries (caller holds the lock) ------------------------------------------------
+
+    def _entry(self, entry_id: str) -> _Entry | None:
+        return self._docs.get(entry_id) or self._folders.get(entry_id)
+
+    def _folder_path(self, entry: _Entry) -> list[StoredFolder]:
+        """The folders above `entry`, from the root down to its parent."""
+        path: list[StoredFolder] = []
+        parent_id = entry.folder_id
+        while (
+            parent_id is not None and parent_id in self._folders and len(path) <= len(self._folders)
+        ):
+            folder = self._folders[parent_id]
+            path.append(folder)
+            parent_id = folder.folder_id
+        return path[::-1]
+
+    def _is_under(self, entry: _Entry, folder_id: str) -> bool:
+        return any(folder.id == folder_id for folder in self._folder_path(entry))
+
+    def _descendants(self, folder_id: str) -> list[_Entry]:
+        """Everything inside a folder at any depth (empty for a document)."""
+        if folder_id not in self._folders:
+            return []
+        entries: list[_Entry] = [*self._docs.values(), *self._folders.values()]
+        return [entry for entry in entries if self._is_under(entry, folder_id)]
+
+    def _dependent_ids(self, entry_id: str) -> list[str]:
+        """Agents whose knowledge base names this document or folder, oldest first."""
+        return [
+            agent_id
+            for agent_id, agent in self._agents.items()
+            if any(
+                isinstance(locator, Mapping) and locator.get("id") == entry_id
+                for locator in _agent_locators(agent)
+            )
+        ]
+
+    def _dependent_items(self, entry_id: str) -> list[dict[str, Any]]:
+        """The dependent agents as the API lists them (``DependentAvailableAgentIdentifier``)."""
+        return [
+            {
+                "type": "available",
+                "id": agent_id,
+                "name": self._agents[agent_id]["name"],
+                "created_at_unix_secs": self._agents[agent_id]["metadata"]["created_at_unix_secs"],
+                "access_level": "admin",
+            }
+            for agent_id in self._dependent_ids(entry_id)
+        ]
+
+    def _unlink(self, ids: set[str]) -> None:
+        """Remove these documents/folders from every agent's knowledge base."""
+        stamp = int(time.time())
+        for agent in self._agents.values():
+            locators = _agent_locators(agent)
+            kept = [
+                locator
+                for locator in locators
+                if not (isinstance(locator, Mapping) and locator.get("id") in ids)
+            ]
+            if len(kept) != len(locators):
+                agent["conversation_config"]["agent"]["prompt"]["knowledge_base"] = kept
+                agent["metadata"]["updated_at_unix_secs"] = stamp
+
+    def _locator(self, entry_id: str) -> dict[str, Any]:
+        entry = self._entry(entry_id)
+        if entry is None:
+            raise KeyError(f"no document or folder {entry_id!r}")
+        return {"type": entry.type, "name": entry.name, "id": entry.id, "usage_mode": "auto"}
+
+    def _common(self, entry: _Entry, *, named_path: bool) -> dict[str, Any]:
+        size = 0 if isinstance(entry, StoredFolder) else len(entry.text.encode("utf-8"))
+        path = [
+            {"id": folder.id, "name": folder.name} if named_path else {"id": folder.id}
+            for folder in self._folder_path(entry)
+        ]
+        common: dict[str, Any] = {
+            "id": entry.id,
+            "name": entry.name,
+            "type": entry.type,
+            "metadata": {
+                "created_at_unix_secs": int(entry.created_at),
+                "last_updated_at_unix_secs": int(entry.updated_at),
+                "size_bytes": size,
+            },
+            "supported_usages": list(_SUPPORTED_USAGES),
+            "access_info": dict(_ACCESS_INFO),
+            "folder_parent_id": entry.folder_id,
+            "folder_path": path,
+        }
+        if isinstance(entry, StoredFolder):
+            inside = self._descendants(entry.id)
+            common["children_count"] = sum(1 for e in inside if e.folder_id == entry.id)
+            common["document_count"] = sum(1 for e in inside if isinstance(e, StoredDocument))
+        return common
+
+    def _summary(self, entry: _Entry) -> dict[str, Any]:
+        """A list item (GetKnowledgeBaseListResponseModelDocumentsItem)."""
+        summary = self._common(entry, named_path=False)
+        summary["dependent_agents"] = self._dependent_items(entry.id)
+        return summary
+
+    def _detail(self, entry: _Entry) -> dict[str, Any]:
+        """A single document or folder (DocumentsGetResponse / DocumentsUpdateResponse)."""
+        detail = self._common(entry, named_path=True)
+        if isinstance(entry, StoredDocument):
+            detail["extracted_inner_html"] = entry.text
+            if entry.type == "file":
+                detail["filename"] = entry.filename or "file"
+        return detail
 
 
 # --------------------------------------------------------------------------------------------
@@ -1033,10 +1465,6 @@ def _content_reply(doc: StoredDocument) -> _Reply:
     return _Reply(200, doc.text.encode("utf-8"), "text/plain; charset=utf-8")
 
 
-def _dependent_agents_reply(_doc: StoredDocument) -> _Reply:
-    return _json_reply(200, {"agents": [], "next_cursor": None, "has_more": False})
-
-
 def _not_found_route() -> _Reply:
     return _json_reply(404, {"detail": "Not Found"})
 
@@ -1047,6 +1475,122 @@ def _doc_not_found(doc_id: str) -> _Reply:
         "message": f"Document with id {doc_id} not found.",
     }
     return _json_reply(404, {"detail": detail})
+
+
+def _folder_not_found(folder_id: str) -> _Reply:
+    detail = {"status": "folder_not_found", "message": f"Folder with id {folder_id} not found."}
+    return _json_reply(404, {"detail": detail})
+
+
+def _agent_not_found(agent_id: str) -> _Reply:
+    detail = {"status": "agent_not_found", "message": f"Agent with id {agent_id} not found."}
+    return _json_reply(404, {"detail": detail})
+
+
+def _in_use_reply(doc_id: str, agent_ids: Sequence[str]) -> _Reply:
+    """A delete without ``force`` of a document agents use (status and body unconfirmed)."""
+    detail = {
+        "status": "document_is_used_by_agents",
+        "message": (
+            f"Document {doc_id} is used by {len(agent_ids)} agent(s): {', '.join(agent_ids)}. "
+            "Delete it with force=true to also remove it from them."
+        ),
+    }
+    return _json_reply(400, {"detail": detail})
+
+
+def _folder_not_empty(folder_id: str, count: int) -> _Reply:
+    """A delete without ``force`` of a folder that holds anything (status and body unconfirmed)."""
+    detail = {
+        "status": "folder_not_empty",
+        "message": (
+            f"Folder {folder_id} is not empty ({count} item(s)). "
+            "Delete it with force=true to also delete everything inside."
+        ),
+    }
+    return _json_reply(400, {"detail": detail})
+
+
+def _new_agent(
+    agent_id: str, name: str, knowledge_base: list[dict[str, Any]], now: float
+) -> dict[str, Any]:
+    """An agent as ``GET /v1/convai/agents/{id}`` shows it (GetAgentResponseModel)."""
+    return {
+        "agent_id": agent_id,
+        "name": name,
+        "conversation_config": {
+            "agent": {
+                "first_message": "Hello! How can I help you today?",
+                "language": "en",
+                "prompt": {
+                    "prompt": "You are a helpful assistant. Answer from the knowledge base.",
+                    "llm": "gemini-2.0-flash",
+                    "temperature": 0.0,
+                    "knowledge_base": knowledge_base,
+                },
+            },
+            "tts": {"model_id": "eleven_flash_v2", "voice_id": "cjVigY5qzO86Huf0OWal"},
+        },
+        "metadata": {"created_at_unix_secs": int(now), "updated_at_unix_secs": int(now)},
+        "tags": [],
+    }
+
+
+def _agent_locators(agent: Mapping[str, Any]) -> list[Any]:
+    """The agent's ``conversation_config.agent.prompt.knowledge_base`` list ([] if unset)."""
+    node: Any = agent
+    for key in ("conversation_config", "agent", "prompt", "knowledge_base"):
+        node = node.get(key) if isinstance(node, Mapping) else None
+    return node if isinstance(node, list) else []
+
+
+def _check_locators(config: Mapping[str, Any]) -> None:
+    """Reject (422) a ``conversation_config`` whose knowledge base the real API would refuse."""
+    loc: list[str | int] = ["body", "conversation_config"]
+    node: Any = config
+    for key in ("agent", "prompt"):
+        node = node.get(key)
+        loc.append(key)
+        if node is None:
+            return
+        if not isinstance(node, Mapping):
+            raise _ValidationError(loc, "Input should be a valid dictionary", "dict_type")
+    items = node.get("knowledge_base")
+    loc.append("knowledge_base")
+    if items is None:
+        return
+    if not isinstance(items, list):
+        raise _ValidationError(loc, "Input should be a valid list", "list_type")
+    for index, item in enumerate(items):
+        where = [*loc, index]
+        if not isinstance(item, Mapping):
+            raise _ValidationError(where, "Input should be a valid dictionary", "dict_type")
+        for key in ("type", "name", "id"):
+            if item.get(key) is None:
+                raise _ValidationError([*where, key], "Field required", "missing")
+            if not isinstance(item[key], str):
+                raise _ValidationError(
+                    [*where, key], "Input should be a valid string", "string_type"
+                )
+        if item["type"] not in _LOCATOR_TYPES:
+            allowed = ", ".join(repr(t) for t in _LOCATOR_TYPES)
+            raise _ValidationError([*where, "type"], f"Input should be {allowed}", "enum")
+        usage = item.get("usage_mode")
+        if usage is not None and usage not in _SUPPORTED_USAGES:
+            raise _ValidationError(
+                [*where, "usage_mode"], "Input should be 'prompt' or 'auto'", "enum"
+            )
+
+
+def _deep_merge(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `patch` merged in: dicts merge key by key, anything else (a list) replaces."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in patch.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
 
 
 def _page_size(query: dict[str, list[str]]) -> int:
@@ -1081,44 +1625,15 @@ def _cursor_value(cursor: str, prefix: str) -> int | None:
     return int(number)
 
 
-def _sort_key(doc: StoredDocument, sort_by: str, seq: int) -> tuple[Any, int]:
+def _sort_key(entry: _Entry, sort_by: str, seq: int) -> tuple[Any, int]:
     if sort_by == "name":
-        return (doc.name.lower(), seq)
+        return (entry.name.lower(), seq)
     if sort_by == "updated_at":
-        return (doc.updated_at, seq)
+        return (entry.updated_at, seq)
     if sort_by == "size":
-        return (len(doc.text.encode("utf-8")), seq)
-    return (doc.created_at, seq)
-
-
-def _common(doc: StoredDocument) -> dict[str, Any]:
-    return {
-        "id": doc.id,
-        "name": doc.name,
-        "type": doc.type,
-        "metadata": {
-            "created_at_unix_secs": int(doc.created_at),
-            "last_updated_at_unix_secs": int(doc.updated_at),
-            "size_bytes": len(doc.text.encode("utf-8")),
-        },
-        "supported_usages": list(_SUPPORTED_USAGES),
-        "access_info": dict(_ACCESS_INFO),
-        "folder_parent_id": None,
-        "folder_path": [],
-    }
-
-
-def _summary(doc: StoredDocument) -> dict[str, Any]:
-    """A list item (GetKnowledgeBaseListResponseModelDocumentsItem)."""
-    return {**_common(doc), "dependent_agents": []}
-
-
-def _detail(doc: StoredDocument) -> dict[str, Any]:
-    """A single document (DocumentsGetResponse / DocumentsUpdateResponse)."""
-    detail = {**_common(doc), "extracted_inner_html": doc.text}
-    if doc.type == "file":
-        detail["filename"] = doc.filename or "file"
-    return detail
+        size = 0 if isinstance(entry, StoredFolder) else len(entry.text.encode("utf-8"))
+        return (size, seq)
+    return (entry.created_at, seq)
 
 
 # --------------------------------------------------------------------------------------------
