@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,8 @@ os.environ["GCE_METADATA_IP"] = "127.0.0.1:9"
 os.environ.setdefault("GOOGLE_CLOUD_PROJECT", "kbsync-test")
 
 from kbsync.store import FirestoreStore
+from tests.support.cli import KEY
+from tests.support.elevenlabs_double import ElevenLabsDouble
 from tests.support.emulator import FirestoreEmulator, clear_emulator
 
 # -- Firestore -----------------------------------------------------------------------------------
@@ -68,3 +71,45 @@ def store(firestore_emulator: str) -> Iterator[FirestoreStore]:
     document_store = FirestoreStore(COLLECTION, project=project)
     yield document_store
     document_store.close()
+
+
+# -- the command, end to end ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def double_server() -> Iterator[ElevenLabsDouble]:
+    """The local ElevenLabs API double, one for the whole run."""
+    with ElevenLabsDouble(api_keys={KEY}) as server:
+        yield server
+
+
+@pytest.fixture
+def kb(double_server: ElevenLabsDouble) -> ElevenLabsDouble:
+    """The API double, forgotten and accepting KEY only."""
+    double_server.reset()
+    double_server.api_keys.clear()
+    double_server.api_keys.add(KEY)
+    double_server.latency = 0.0
+    double_server.concurrency_cap = None
+    return double_server
+
+
+@pytest.fixture
+def env(
+    store: FirestoreStore, kb: ElevenLabsDouble, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """The environment of a user pointed at the emulator and the double, in an empty folder."""
+    monkeypatch.chdir(tmp_path)
+    values = {
+        "ELEVENLABS_API_KEY": KEY,
+        "ELEVENLABS_BASE_URL": kb.base_url,
+        "KBSYNC_BACKOFF_BASE": "0.01",
+        "KBSYNC_BACKOFF_MAX": "0.2",
+        "KBSYNC_REQUEST_TIMEOUT": "5",
+        "KBSYNC_CONCURRENCY": "4",
+        "KBSYNC_MAX_ATTEMPTS": "3",
+        "COLUMNS": "200",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    return values

@@ -13,77 +13,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from kbsync.cli import app
 from kbsync.models import ErrorType, SyncStatus, document_id
 from kbsync.store import FirestoreStore
+from tests.support.cli import CREATE, KEY, kbsync, write
 from tests.support.elevenlabs_double import ElevenLabsDouble, Fault
-
-KEY = "sk-test-4f1d9a7c2e8b6053"
-"""A distinctive key, so that any leak into output is easy to spot."""
-
-CREATE = ("POST", "/v1/convai/knowledge-base/text")
-
-
-@pytest.fixture(scope="module")
-def double_server() -> Iterator[ElevenLabsDouble]:
-    with ElevenLabsDouble(api_keys={KEY}) as server:
-        yield server
-
-
-@pytest.fixture
-def kb(double_server: ElevenLabsDouble) -> ElevenLabsDouble:
-    """The API double, forgotten and accepting KEY only."""
-    double_server.reset()
-    double_server.api_keys.clear()
-    double_server.api_keys.add(KEY)
-    double_server.latency = 0.0
-    double_server.concurrency_cap = None
-    return double_server
-
-
-@pytest.fixture
-def env(
-    store: FirestoreStore, kb: ElevenLabsDouble, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> dict[str, str]:
-    """The environment of a user pointed at the emulator and the double, in an empty folder."""
-    monkeypatch.chdir(tmp_path)
-    values = {
-        "ELEVENLABS_API_KEY": KEY,
-        "ELEVENLABS_BASE_URL": kb.base_url,
-        "KBSYNC_BACKOFF_BASE": "0.01",
-        "KBSYNC_BACKOFF_MAX": "0.2",
-        "KBSYNC_REQUEST_TIMEOUT": "5",
-        "KBSYNC_CONCURRENCY": "4",
-        "KBSYNC_MAX_ATTEMPTS": "3",
-        "COLUMNS": "200",
-    }
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    return values
-
-
-def kbsync(*args: str, stdin: str | None = None) -> Result:
-    """Run the CLI in-process; fail on a traceback or on the key appearing anywhere."""
-    result = CliRunner().invoke(app, list(args), input=stdin)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert KEY not in result.stdout
-    assert KEY not in result.stderr
-    return result
-
-
-def write(folder: Path, name: str, text: str = "Some useful knowledge.\n") -> Path:
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
-
 
 # --- the happy path -------------------------------------------------------------------------
 
@@ -124,6 +61,7 @@ def test_upload_json_shape(env: dict[str, str], store: FirestoreStore, tmp_path:
         "unchanged": 0,
         "failed": 0,
         "skipped": 0,
+        "deleted": 0,
     }
     (entry,) = payload["documents"]
     assert set(entry) == {
@@ -682,7 +620,7 @@ def test_firestore_document_has_the_contract_fields_with_their_types(
     assert fields["name"] == "guide.md"
     assert fields["content"] == "the text\n"
     assert isinstance(fields["content_hash"], str)
-    assert fields["source"] == "guide.md"
+    assert fields["source"] == str(tmp_path / "guide.md")
     assert fields["sync_status"] == "completed"
     assert isinstance(fields["elevenlabs_document_id"], str)
     assert fields["sync_error_type"] is None

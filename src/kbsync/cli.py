@@ -22,16 +22,24 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
 import typer
 
 from kbsync import __version__
-from kbsync.errors import ExitCode, InputError, InputProblem, KbsyncError, StoreUnavailable
-from kbsync.models import SyncOutcome, SyncStatus
+from kbsync.errors import (
+    ConfigError,
+    ExitCode,
+    InputError,
+    InputProblem,
+    KbsyncError,
+    StoreUnavailable,
+)
+from kbsync.models import Document, NewDocument, SyncOutcome, SyncStatus
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from kbsync import render
+    from kbsync.agents import AgentChange
     from kbsync.config import Settings
-    from kbsync.engine import RunReport, SyncEngine
-    from kbsync.interfaces import DocumentStore
+    from kbsync.engine import RetryPolicy, RunReport, SyncEngine
+    from kbsync.interfaces import DocumentStore, KnowledgeBase
 
 app = typer.Typer(
     name="kbsync",
@@ -51,6 +59,19 @@ JsonFlag = Annotated[
 ]
 Verbose = Annotated[
     bool, typer.Option("--verbose", "-v", help="Log every retry to stderr with its cause and wait.")
+]
+
+
+AgentIds = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--agent-id",
+        help="An agent whose knowledge base to keep in step (repeatable) [KBSYNC_AGENT_ID].",
+    ),
+]
+Rag = Annotated[
+    bool,
+    typer.Option("--rag", help="Start RAG indexing after each push and record it [KBSYNC_RAG]."),
 ]
 
 
@@ -151,28 +172,52 @@ def _open_store(settings: Settings) -> DocumentStore:
     return store
 
 
-def _engine(settings: Settings, store: DocumentStore, view: render.RunView) -> SyncEngine:
-    """The sync engine wired to Firestore and ElevenLabs."""
-    from kbsync.engine import RetryPolicy, SyncEngine
+def _kb(settings: Settings) -> KnowledgeBase:
+    """The ElevenLabs knowledge base, through the official SDK."""
     from kbsync.remote import ElevenLabsKB
 
-    kb = ElevenLabsKB(
+    return ElevenLabsKB(
         settings.require_api_key(), base_url=settings.base_url, timeout=settings.request_timeout
     )
-    policy = RetryPolicy(
+
+
+def _policy(settings: Settings) -> RetryPolicy:
+    from kbsync.engine import RetryPolicy
+
+    return RetryPolicy(
         max_attempts=settings.max_attempts,
         backoff_base=settings.backoff_base,
         backoff_max=settings.backoff_max,
         retry_delay_max=settings.retry_delay_max,
         max_failed_runs=settings.max_failed_runs,
     )
+
+
+def _engine(
+    settings: Settings,
+    store: DocumentStore,
+    kb: KnowledgeBase,
+    view: render.RunView,
+    *,
+    force_delete: bool = False,
+) -> SyncEngine:
+    """The sync engine wired to Firestore and ElevenLabs."""
+    from kbsync.engine import PushOptions, SyncEngine
+
+    options = PushOptions(
+        folder_id=settings.folder_id,
+        rag_model=settings.rag_model if settings.rag else None,
+        force_delete=force_delete,
+        agent_ids=settings.agent_ids,
+    )
     return SyncEngine(
         store,
         kb,
-        policy=policy,
+        policy=_policy(settings),
         concurrency=settings.concurrency,
         lease_seconds=settings.lease_seconds,
         listener=view,
+        options=options,
     )
 
 
@@ -206,6 +251,7 @@ def _finish_run(
     outcomes: Sequence[SyncOutcome],
     *,
     extra_skipped: int = 0,
+    agents: Sequence[AgentChange] | None = None,
 ) -> NoReturn:
     """Render a run's result and exit with the contract's code."""
     from kbsync import render
@@ -213,8 +259,12 @@ def _finish_run(
     summary = render.summarize(outcomes, extra_skipped)
     if view.enabled:
         view.conclude(outcomes, summary)
+        render.render_agents(view.console, agents or [])
     else:
-        _print_json(render.run_json(outcomes, summary))
+        payload = render.run_json(outcomes, summary)
+        if agents is not None:
+            payload["agents"] = [render.agent_json(change) for change in agents]
+        _print_json(payload)
     err = _err_console()
     if report.store_error is not None:
         _fail(report.store_error)
@@ -242,6 +292,8 @@ def _finish_run(
         raise typer.Exit(ExitCode.INTERRUPTED)
     if any(outcome.status is SyncStatus.FAILED for outcome in outcomes):
         raise typer.Exit(ExitCode.FAILED)
+    if any(change.error is not None for change in agents or []):
+        raise typer.Exit(ExitCode.FAILED)
     raise typer.Exit(ExitCode.OK)
 
 
@@ -252,11 +304,35 @@ def _push(
     view: render.RunView,
     *,
     shared: bool = False,
-) -> RunReport:
-    """Run the engine over `doc_ids`, shown by `view`, stopping on Ctrl-C or SIGTERM."""
-    engine = _engine(settings, store, view)
+    force_delete: bool = False,
+) -> tuple[RunReport, list[AgentChange] | None]:
+    """Run the engine over `doc_ids`, shown by `view`, stopping on Ctrl-C or SIGTERM; then
+    keep the configured agents in step (None when there are none)."""
+    kb = _kb(settings)
+    engine = _engine(settings, store, kb, view, force_delete=force_delete)
     with _stop_on_signals() as stop:
-        return engine.run(doc_ids, stop, shared=shared)
+        report = engine.run(doc_ids, stop, shared=shared)
+    return report, _keep_agents(settings, store, kb, report)
+
+
+def _keep_agents(
+    settings: Settings, store: DocumentStore, kb: KnowledgeBase, report: RunReport | None = None
+) -> list[AgentChange] | None:
+    """Bring every configured agent in step, unless the run was cut short."""
+    if not settings.agent_ids:
+        return None
+    if report and (report.interrupted or report.auth_failure or report.store_error):
+        return []
+    from kbsync.agents import keep_agents_in_step
+
+    return keep_agents_in_step(
+        store,
+        kb,
+        settings.agent_ids,
+        usage_mode=settings.agent_usage_mode,
+        folder_id=settings.folder_id,
+        policy=_policy(settings),
+    )
 
 
 def _run_view(as_json: bool, label: str) -> render.RunView:
@@ -279,27 +355,44 @@ def upload(
     no_sync: Annotated[
         bool, typer.Option("--no-sync", help="Write to Firestore only; push later with sync.")
     ] = False,
+    include: Annotated[
+        list[str] | None,
+        typer.Option("--include", help="In directories, only files matching this glob."),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", help="In directories, never files matching this glob."),
+    ] = None,
+    delete_missing: Annotated[
+        bool,
+        typer.Option(
+            "--delete-missing",
+            help="Delete documents uploaded from these directories whose file is gone.",
+        ),
+    ] = False,
+    agent_id: AgentIds = None,
+    rag: Rag = False,
     as_json: JsonFlag = False,
     verbose: Verbose = False,
 ) -> None:
     """Write files into Firestore, then push them to ElevenLabs and wait for the result."""
     from kbsync.engine import skipped_outcome, unchanged_outcome
-    from kbsync.ingest import read_inputs
-    from kbsync.interfaces import UpsertAction
+    from kbsync.ingest import Selection, read_inputs
 
     _setup_logging(verbose)
-    inputs = read_inputs(paths, name)
-    settings = _settings()
+    selection = Selection(tuple(include or ()), tuple(exclude or ()))
+    inputs = read_inputs(paths, name, selection=selection)
+    settings = _settings(agent_ids=tuple(agent_id) if agent_id else None, rag=rag or None)
     if not no_sync:
         settings.require_api_key()
     store = _open_store(settings)
     results = store.upsert(inputs.documents)
-    order = [result.document.id for result in results]
+    gone = _missing_from(store, paths, inputs.documents) if delete_missing else []
+    order = [result.document.id for result in results] + [document.id for document in gone]
     outcomes: dict[str, SyncOutcome] = {}
     to_push: list[str] = []
-    for result in results:
-        document = result.document
-        current = result.action is UpsertAction.UNCHANGED and not document.needs_push
+    for document in [result.document for result in results] + gone:
+        current = not document.needs_push and not document.delete_requested
         if current and document.sync_status is SyncStatus.COMPLETED:
             outcomes[document.id] = unchanged_outcome(document)
         elif no_sync:
@@ -308,8 +401,9 @@ def upload(
             to_push.append(document.id)
     view = _run_view(as_json, "Uploading")
     report: RunReport
+    agents: list[AgentChange] | None = None
     if to_push:
-        report = _push(settings, store, to_push, view)
+        report, agents = _push(settings, store, to_push, view)
     else:
         from kbsync.engine import RunReport
 
@@ -320,7 +414,25 @@ def upload(
         if doc_id not in outcomes and (left := store.get(doc_id)) is not None:
             outcomes[doc_id] = skipped_outcome(left)
     ordered = [outcomes[doc_id] for doc_id in order if doc_id in outcomes]
-    _finish_run(view, report, ordered, extra_skipped=len(inputs.skipped))
+    _finish_run(view, report, ordered, extra_skipped=len(inputs.skipped), agents=agents)
+
+
+def _missing_from(
+    store: DocumentStore, paths: Sequence[str], uploaded: Sequence[NewDocument]
+) -> list[Document]:
+    """Mark for deletion the documents uploaded before from these directories whose file is
+    gone (or no longer selected); returns them as marked."""
+    from pathlib import Path
+
+    present = {document.id for document in uploaded}
+    missing: list[str] = []
+    for given in paths:
+        directory = Path(given)
+        if given == "-" or not directory.is_dir():
+            continue
+        prefix = str(directory.resolve())
+        missing += [d.id for d in store.from_directory(prefix) if d.id not in present]
+    return store.request_deletion(missing)
 
 
 @_command()
@@ -334,6 +446,8 @@ def sync(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would be pushed; push nothing.")
     ] = False,
+    agent_id: AgentIds = None,
+    rag: Rag = False,
     as_json: JsonFlag = False,
     verbose: Verbose = False,
 ) -> None:
@@ -341,7 +455,11 @@ def sync(
     from kbsync import render
 
     _setup_logging(verbose)
-    settings = _settings(concurrency=concurrency)
+    settings = _settings(
+        concurrency=concurrency,
+        agent_ids=tuple(agent_id) if agent_id else None,
+        rag=rag or None,
+    )
     if not dry_run:
         settings.require_api_key()
     store = _open_store(settings)
@@ -359,9 +477,9 @@ def sync(
     if not due and not as_json:
         _console().print("Nothing to sync.", markup=False, highlight=False)
     view = _run_view(as_json, "Syncing")
-    report = _push(settings, store, due, view, shared=True)
+    report, agents = _push(settings, store, due, view, shared=True)
     outcomes = sorted(report.outcomes, key=lambda outcome: outcome.name)
-    _finish_run(view, report, outcomes)
+    _finish_run(view, report, outcomes, agents=agents)
 
 
 @_command()
@@ -370,6 +488,8 @@ def retry_failed(
         list[str] | None,
         typer.Argument(help="Names of failed documents to retry; none: every failed document."),
     ] = None,
+    agent_id: AgentIds = None,
+    rag: Rag = False,
     as_json: JsonFlag = False,
     verbose: Verbose = False,
 ) -> None:
@@ -377,7 +497,7 @@ def retry_failed(
     from kbsync.engine import skipped_outcome
 
     _setup_logging(verbose)
-    settings = _settings()
+    settings = _settings(agent_ids=tuple(agent_id) if agent_id else None, rag=rag or None)
     settings.require_api_key()
     store = _open_store(settings)
     named = list(dict.fromkeys(names or []))
@@ -392,9 +512,169 @@ def retry_failed(
     ]
     reset = store.reset_failed(named or None)
     view = _run_view(as_json, "Retrying")
-    report = _push(settings, store, [document.id for document in reset], view)
+    report, agents = _push(settings, store, [document.id for document in reset], view)
     outcomes = sorted([*report.outcomes, *not_failed], key=lambda outcome: outcome.name)
-    _finish_run(view, report, outcomes)
+    _finish_run(view, report, outcomes, agents=agents)
+
+
+@_command()
+def delete(
+    names: Annotated[list[str], typer.Argument(help="Names of the documents to delete.")],
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Also remove them from agents that use them."),
+    ] = False,
+    keep_remote: Annotated[
+        bool,
+        typer.Option(
+            "--keep-remote",
+            help="Remove them from Firestore only, keeping their ElevenLabs copies.",
+        ),
+    ] = False,
+    agent_id: AgentIds = None,
+    as_json: JsonFlag = False,
+    verbose: Verbose = False,
+) -> None:
+    """Delete documents from ElevenLabs, then from Firestore."""
+    _setup_logging(verbose)
+    settings = _settings(agent_ids=tuple(agent_id) if agent_id else None)
+    if not keep_remote:
+        settings.require_api_key()
+    store = _open_store(settings)
+    named = list(dict.fromkeys(names))
+    found = {name: store.get_by_name(name) for name in named}
+    missing = [name for name, document in found.items() if document is None]
+    if missing:
+        raise InputError([InputProblem(name, "no document with this name") for name in missing])
+    marked = store.request_deletion(d.id for d in found.values() if d is not None)
+    view = _run_view(as_json, "Deleting")
+    if keep_remote:
+        _finish_run(view, *_forget(settings, store, [d.id for d in marked], view))
+    report, agents = _push(settings, store, [d.id for d in marked], view, force_delete=force)
+    outcomes = sorted(report.outcomes, key=lambda outcome: outcome.name)
+    _finish_run(view, report, outcomes, agents=agents)
+
+
+def _forget(
+    settings: Settings, store: DocumentStore, doc_ids: Sequence[str], view: render.RunView
+) -> tuple[RunReport, list[SyncOutcome]]:
+    """Remove documents from Firestore only (`delete --keep-remote`), each under a claim."""
+    from kbsync.engine import RunReport, skipped_outcome, utcnow
+    from kbsync.models import Action
+
+    report = RunReport()
+    owner = "kbsync-delete-keep-remote"
+    for doc_id in doc_ids:
+        claim = store.claim(doc_id, owner, settings.lease_seconds, utcnow())
+        if claim is None or not store.remove(claim):
+            current = store.get(doc_id)
+            if current is not None:
+                report.outcomes.append(skipped_outcome(current))
+            continue
+        document = claim.document
+        outcome = SyncOutcome(
+            id=document.id,
+            name=document.name,
+            status=None,
+            action=Action.DELETED,
+            elevenlabs_document_id=document.elevenlabs_document_id,
+        )
+        report.outcomes.append(outcome)
+        view.finished(outcome)
+    kept = [o.elevenlabs_document_id for o in report.outcomes if o.elevenlabs_document_id]
+    if kept:
+        _err_console().print(
+            f"Kept on ElevenLabs: {', '.join(kept)}. `kbsync prune` removes such copies when "
+            "they are in KBSYNC_FOLDER_ID.",
+            markup=False,
+            highlight=False,
+        )
+    return report, report.outcomes
+
+
+@_command()
+def prune(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
+    ] = False,
+    max_delete: Annotated[
+        int,
+        typer.Option(
+            "--max-delete", min=0, help="Stop, deleting nothing, if more would go than this."
+        ),
+    ] = 20,
+    as_json: JsonFlag = False,
+    verbose: Verbose = False,
+) -> None:
+    """Delete ElevenLabs documents kbsync made that no Firestore document points to any more."""
+    from kbsync import render
+    from kbsync.prune import PruneRefused, prune_orphans
+
+    _setup_logging(verbose)
+    settings = _settings()
+    if not settings.folder_id:
+        raise ConfigError(
+            "KBSYNC_FOLDER_ID is not set: prune only ever deletes documents in kbsync's own "
+            "ElevenLabs folder.",
+            hint="Create a folder in the ElevenLabs knowledge base, set KBSYNC_FOLDER_ID to its "
+            "id; documents kbsync creates from then on go there.",
+        )
+    store = _open_store(settings)
+    kb = _kb(settings)
+    try:
+        result = prune_orphans(
+            store,
+            kb,
+            settings.folder_id,
+            policy=_policy(settings),
+            min_age_seconds=settings.lease_seconds,
+            agent_ids=settings.agent_ids,
+            max_delete=max_delete,
+            dry_run=dry_run,
+        )
+    except PruneRefused as refused:
+        if as_json:
+            _print_json(render.prune_json(refused.result))
+        else:
+            render.render_prune(_console(), refused.result)
+        raise KbsyncError(refused.message, hint=refused.hint) from None
+    agents = None if dry_run else _keep_agents(settings, store, kb)
+    if as_json:
+        payload = render.prune_json(result)
+        if agents is not None:
+            payload["agents"] = [render.agent_json(change) for change in agents]
+        _print_json(payload)
+    else:
+        console = _console()
+        render.render_prune(console, result)
+        render.render_agents(console, agents or [])
+    failed = result.failed or any(change.error for change in agents or [])
+    raise typer.Exit(ExitCode.FAILED if failed else ExitCode.OK)
+
+
+@_command()
+def doctor(
+    agent_id: AgentIds = None,
+    verbose: Verbose = False,
+) -> None:
+    """Check the configuration, Firestore, the API key, the folder and the agents."""
+    from kbsync.doctor import run_checks
+
+    _setup_logging(verbose)
+    console = _console()
+    ok = True
+    for check in run_checks(
+        lambda: _settings(agent_ids=tuple(agent_id) if agent_id else None),
+        open_store=_open_store,
+        open_kb=_kb,
+    ):
+        ok = ok and check.ok
+        mark = "[green]ok  [/green]" if check.ok else "[red]FAIL[/red]"
+        console.print(f"{mark} ", end="")
+        console.print(f"{check.name}: {check.detail}", markup=False, highlight=False)
+        if not check.ok and check.fix:
+            console.print(f"     {check.fix}", markup=False, highlight=False)
+    raise typer.Exit(ExitCode.OK if ok else ExitCode.ENVIRONMENT)
 
 
 @_command(name="list")
@@ -436,10 +716,12 @@ def status(
     _setup_logging(verbose)
     if watch and as_json:
         raise InputError([InputProblem("--json", "cannot be combined with --watch")])
-    store = _open_store(_settings())
+    settings = _settings()
+    store = _open_store(settings)
 
-    def snapshot() -> tuple[dict[SyncStatus, int], list[Any]]:
-        return store.count_by_status(), list(store.list_documents(SyncStatus.FAILED))
+    def snapshot() -> tuple[dict[SyncStatus, int], list[Any], dict[str, int] | None]:
+        rag = store.rag_counts() if settings.rag else None
+        return store.count_by_status(), list(store.list_documents(SyncStatus.FAILED)), rag
 
     if as_json:
         _print_json(render.status_json(*snapshot()))
@@ -453,7 +735,7 @@ def status(
 
 def _watch(
     console: Console,
-    snapshot: Callable[[], tuple[dict[SyncStatus, int], list[Any]]],
+    snapshot: Callable[[], tuple[dict[SyncStatus, int], list[Any], dict[str, int] | None]],
     interval: float,
 ) -> None:
     """Redraw the status view every `interval` seconds until Ctrl-C (exit 0)."""

@@ -6,10 +6,10 @@ Every variable of the contract maps to one field here; `.env.example` lists them
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from kbsync.errors import ConfigError
 
@@ -49,8 +49,28 @@ class Settings(BaseSettings):
         int, Field(validation_alias="KBSYNC_MAX_FAILED_RUNS", ge=0, le=1000)
     ] = 8
     """Runs in a row a transient failure is retried by `sync` before it waits for retry-failed."""
+    folder_id: Annotated[str | None, Field(validation_alias="KBSYNC_FOLDER_ID")] = None
+    """The ElevenLabs folder kbsync creates its documents in; how `prune` knows them."""
+    agent_ids: Annotated[tuple[str, ...], NoDecode, Field(validation_alias="KBSYNC_AGENT_ID")] = ()
+    """Agents whose knowledge base kbsync keeps in step (comma-separated)."""
+    agent_usage_mode: Annotated[
+        Literal["auto", "prompt"], Field(validation_alias="KBSYNC_AGENT_USAGE_MODE")
+    ] = "auto"
+    rag: Annotated[bool, Field(validation_alias="KBSYNC_RAG")] = False
+    """Start RAG indexing after each push and record its status."""
+    rag_model: Annotated[str, Field(validation_alias="KBSYNC_RAG_MODEL", min_length=1)] = (
+        "e5_mistral_7b_instruct"
+    )
 
-    @field_validator("project", "emulator_host", mode="before")
+    @field_validator("agent_ids", mode="before")
+    @classmethod
+    def _split_agents(cls, value: object) -> object:
+        """`KBSYNC_AGENT_ID=a,b` names two agents."""
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("project", "emulator_host", "folder_id", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         """`GOOGLE_CLOUD_PROJECT=` copied from .env.example means "not set"."""
@@ -71,6 +91,13 @@ class Settings(BaseSettings):
                 hint="Copy the key again from the ElevenLabs dashboard.",
             )
         return key
+
+    def masked_key(self) -> str:
+        """The key as it may be shown: at most its last 4 characters."""
+        key = self.api_key.get_secret_value() if self.api_key else ""
+        if not key:
+            return "(not set)"
+        return "****" + key[-4:] if len(key) >= 12 else "****"
 
     def export_emulator_host(self) -> None:
         """Let the Firestore library see an emulator host that came from `.env`.

@@ -72,6 +72,23 @@ class RetryPolicy:
             wait = self.backoff_base * 2.0 ** (failed_attempts - 1) * rng.uniform(1.0, 1.5)
         return max(0.0, min(self.backoff_max, wait))
 
+    def call(self, send: Callable[..., T], *args: object) -> T:
+        """One request outside a run (agents, prune, doctor), retried as a push would be."""
+        rng = random.Random()
+
+        def wait(state: RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            retry_after = error.retry_after if isinstance(error, RemoteError) else None
+            return self.wait_before_retry(state.attempt_number, retry_after, rng)
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=wait,
+            retry=retry_if_exception(lambda exc: isinstance(exc, RemoteError) and exc.transient),
+            reraise=True,
+        )
+        return retrying(send, *args)
+
     def next_run_delay(self, failed_runs: int, rng: random.Random) -> float | None:
         """Seconds before a later `sync` tries a document that failed transiently in
         `failed_runs` runs in a row; None once the cap is reached (wait for retry-failed)."""
@@ -225,6 +242,20 @@ class _Push:
     recorded: bool = False
 
 
+@dataclass(frozen=True)
+class PushOptions:
+    """What a push does besides sending the text."""
+
+    folder_id: str | None = None
+    """The ElevenLabs folder new documents are created in."""
+    rag_model: str | None = None
+    """Start RAG indexing with this model after each push (None: do not)."""
+    force_delete: bool = False
+    """Delete documents even while agents other than `agent_ids` use them."""
+    agent_ids: tuple[str, ...] = ()
+    """The agents kbsync keeps in step: their use of a document does not keep it alive."""
+
+
 class SyncEngine:
     """Pushes documents from the store to the knowledge base, `concurrency` at a time."""
 
@@ -239,9 +270,11 @@ class SyncEngine:
         listener: SyncListener | None = None,
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
+        options: PushOptions | None = None,
     ) -> None:
         self.store = store
         self.kb = kb
+        self.options = options or PushOptions()
         self.policy = policy or RetryPolicy()
         self.concurrency = max(1, concurrency)
         self.lease_seconds = lease_seconds
@@ -374,11 +407,16 @@ class SyncEngine:
         self, push: _Push, stop: threading.Event, halt: threading.Event, report: RunReport
     ) -> SyncOutcome | None:
         document = push.claim.document
-        if not document.needs_push and document.elevenlabs_document_id:
+        deleting = document.delete_requested
+        if not deleting and not document.needs_push and document.elevenlabs_document_id:
             return self._record_success(push, document.elevenlabs_document_id, Action.UNCHANGED)
         self.listener.pushing(document)
         try:
+            if deleting:
+                self._retrying(push, stop)(self._delete, push, stop)
+                return self._record_removal(push)
             remote_id, action = self._retrying(push, stop)(self._attempt, push, stop)
+            rag_status = self._index(remote_id, document, stop)
         except _Stopped:
             self._give_back(push)
             return None
@@ -392,7 +430,65 @@ class SyncEngine:
             cause = f"Unexpected error: {type(exc).__name__}: {exc}"
             unexpected = RemoteError(ErrorType.UNKNOWN, cause)
             return self._record_failure(push, unexpected, stop, halt, report)
-        return self._record_success(push, remote_id, action)
+        return self._record_success(push, remote_id, action, rag_status)
+
+    def _index(self, remote_id: str, document: Document, stop: threading.Event) -> str | None:
+        """Start RAG indexing of what was just pushed; its status, or None when not asked for.
+
+        Indexing is extra: a failure to start it is logged and recorded, the push stands."""
+        if self.options.rag_model is None:
+            return None
+        index = partial(self.kb.compute_rag_index, remote_id, self.options.rag_model)
+        try:
+            return self._call(stop, index)
+        except RemoteError as error:
+            log.warning("RAG indexing of %s did not start: %s", document.name, error.message)
+            return f"not started ({error.error_type.value})"
+
+    def _delete(self, push: _Push, stop: threading.Event) -> None:
+        """One attempt at deleting a document from ElevenLabs (done when it is not there)."""
+        document = push.claim.document
+        push.attempts += 1
+        remote_id = push.remote_id
+        if remote_id is None and push.in_doubt:
+            remote_id = self._find_own_copy(document, stop)
+        if remote_id is None:
+            return
+        force = self.options.force_delete
+        if not force:
+            users = self._call(stop, partial(self.kb.dependent_agents, remote_id))
+            others = [agent for agent in users if agent not in self.options.agent_ids]
+            if others:
+                raise RemoteError(
+                    ErrorType.VALIDATION,
+                    f"Kept: agent(s) {', '.join(others)} use this document on ElevenLabs. "
+                    f"`kbsync delete {document.name} --force` removes it from them too.",
+                )
+            # Only agents kbsync keeps in step use it: deleting also takes it out of them.
+            force = bool(users)
+        try:
+            self._call(stop, partial(self.kb.delete, remote_id, force))
+        except RemoteNotFound:
+            log.info("%s was already gone from ElevenLabs", document.name)
+
+    def _record_removal(self, push: _Push) -> SyncOutcome | None:
+        """The document is gone from ElevenLabs: remove it from Firestore too."""
+        with self._lock:
+            if push.recorded:
+                return None
+            push.recorded = True
+        document = push.claim.document
+        if not self.store.remove(push.claim):
+            return self._lost_lease(push, Action.DELETED)
+        return SyncOutcome(
+            id=document.id,
+            name=document.name,
+            status=None,
+            action=Action.DELETED,
+            elevenlabs_document_id=push.remote_id,
+            attempts=push.attempts,
+            retry_count=document.sync_retry_count,
+        )
 
     def _retrying(self, push: _Push, stop: threading.Event) -> Retrying:
         """The tenacity loop for one document: transient errors only, up to max_attempts."""
@@ -497,7 +593,10 @@ class SyncEngine:
                 )
         push.create_in_flight = True
         try:
-            new_id = self._call(stop, partial(self.kb.create, document.name, document.content))
+            create = partial(self.kb.create, document.name, document.content)
+            if self.options.folder_id is not None:
+                create = partial(create, folder_id=self.options.folder_id)
+            new_id = self._call(stop, create)
         except RemoteError as error:
             push.in_doubt = push.in_doubt or error.ambiguous
             if error.still_running:
@@ -522,13 +621,19 @@ class SyncEngine:
                 return candidate.id
         return None
 
-    def _record_success(self, push: _Push, remote_id: str, action: Action) -> SyncOutcome | None:
+    def _record_success(
+        self, push: _Push, remote_id: str, action: Action, rag_status: str | None = None
+    ) -> SyncOutcome | None:
         with self._lock:
             if push.recorded:
                 return None
             push.recorded = True
         written = self.store.record_success(
-            push.claim, remote_id, push.claim.document.content_hash, max(0, push.attempts - 1)
+            push.claim,
+            remote_id,
+            push.claim.document.content_hash,
+            max(0, push.attempts - 1),
+            rag_status,
         )
         if written is None:
             return self._lost_lease(push, action)

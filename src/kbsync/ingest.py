@@ -6,6 +6,7 @@ or raises `InputError` listing every problem, one per path.
 
 from __future__ import annotations
 
+import fnmatch
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -81,15 +82,42 @@ class _Candidate:
     """None for standard input."""
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Which files inside an uploaded directory count (globs on the path below it)."""
+
+    include: tuple[str, ...] = ()
+    """Only files matching one of these (none given: every file)."""
+    exclude: tuple[str, ...] = ()
+    """Never files matching one of these."""
+
+    def wants(self, relative: str) -> bool:
+        """True for a path below the directory (`guides/setup.md`) that the globs let in.
+
+        A glob without `/` also matches the file's name alone (`*.md`, `draft-*`)."""
+
+        def matches(pattern: str) -> bool:
+            return fnmatch.fnmatchcase(relative, pattern) or (
+                "/" not in pattern and fnmatch.fnmatchcase(relative.rsplit("/", 1)[-1], pattern)
+            )
+
+        if self.include and not any(matches(p) for p in self.include):
+            return False
+        return not any(matches(p) for p in self.exclude)
+
+
 def read_inputs(
-    paths: Sequence[str], name: str | None = None, stdin: BinaryIO | None = None
+    paths: Sequence[str],
+    name: str | None = None,
+    stdin: BinaryIO | None = None,
+    selection: Selection | None = None,
 ) -> Inputs:
     """Read and check every input; raise `InputError` listing all problems if any is bad."""
     problems: list[InputProblem] = []
     inputs = Inputs()
     candidates: list[_Candidate] = []
     for given in paths:
-        candidates.extend(_expand(given, name, inputs.skipped, problems))
+        candidates.extend(_expand(given, name, inputs.skipped, problems, selection or Selection()))
     candidates = _apply_name(candidates, name, problems)
     seen: dict[str, str] = {}
     for candidate in candidates:
@@ -113,7 +141,8 @@ def read_inputs(
         except OSError as exc:
             problems.append(InputProblem(candidate.label, f"cannot be read: {exc.strerror}"))
             continue
-        source = str(candidate.path) if candidate.path is not None else None
+        # The absolute path, so that `--delete-missing` recognises it from any directory.
+        source = str(candidate.path.resolve()) if candidate.path is not None else None
         inputs.documents.append(NewDocument(name=candidate.name, content=text, source=source))
     if problems:
         raise InputError(problems)
@@ -124,7 +153,11 @@ _SUPPORTED_LIST = " ".join(sorted(SUPPORTED_EXTENSIONS))
 
 
 def _expand(
-    given: str, name: str | None, skipped: list[str], problems: list[InputProblem]
+    given: str,
+    name: str | None,
+    skipped: list[str],
+    problems: list[InputProblem],
+    selection: Selection,
 ) -> list[_Candidate]:
     """The candidates one argument stands for: a file, every supported file below a
     directory, or standard input."""
@@ -147,8 +180,11 @@ def _expand(
         return []
     found: list[_Candidate] = []
     for file in _walk(path):
+        relative = file.relative_to(path).as_posix()
+        if not selection.wants(relative):
+            continue
         if _supported(file):
-            found.append(_Candidate(file.relative_to(path).as_posix(), str(file), file))
+            found.append(_Candidate(relative, str(file), file))
         else:
             skipped.append(str(file))
     if not found:

@@ -91,6 +91,7 @@ class DocumentStore(Protocol):
         elevenlabs_document_id: str,
         pushed_hash: str,
         retries: int,
+        rag_status: str | None = None,
     ) -> Document | None:
         """Record a successful push, only while `claim` still holds the lease.
 
@@ -120,6 +121,21 @@ class DocumentStore(Protocol):
     def reset_failed(self, names: Iterable[str] | None = None) -> list[Document]:
         """Move `failed` documents (all, or those named) back to `pending` for `retry-failed`."""
 
+    def request_deletion(self, doc_ids: Iterable[str]) -> list[Document]:
+        """Mark documents for deletion (`pending`): the next push deletes them."""
+
+    def remove(self, claim: Claim) -> bool:
+        """Delete a claimed document from Firestore, only while `claim` still holds it."""
+
+    def remote_documents(self) -> Iterator[tuple[str | None, str, SyncStatus, str]]:
+        """(ElevenLabs id or None, name, status, Firestore id) of every document, no texts."""
+
+    def rag_counts(self) -> dict[str, int]:
+        """How many documents have each RAG index status."""
+
+    def from_directory(self, directory: str) -> Iterator[Document]:
+        """Documents uploaded from below `directory` (by `source`), without their texts."""
+
 
 @dataclass(frozen=True)
 class RemoteDocument:
@@ -127,13 +143,27 @@ class RemoteDocument:
 
     id: str
     name: str
+    created_at: datetime | None = None
+    """When ElevenLabs created it (its metadata), if the listing said."""
+
+
+@dataclass(frozen=True)
+class AgentDocument:
+    """One entry of an agent's knowledge base.
+
+    As in `conversation_config.agent.prompt.knowledge_base` of the agent."""
+
+    id: str
+    name: str
+    type: str = "text"
+    usage_mode: str = "auto"
 
 
 class KnowledgeBase(Protocol):
     """The ElevenLabs knowledge base. Every failure is raised as `errors.RemoteError`."""
 
-    def create(self, name: str, text: str) -> str:
-        """Create a text document; returns its id."""
+    def create(self, name: str, text: str, folder_id: str | None = None) -> str:
+        """Create a text document (inside `folder_id` when given); returns its id."""
 
     def update(self, document_id: str, name: str, text: str) -> None:
         """Replace a text document's content in place (same id); `RemoteNotFound` if gone."""
@@ -148,4 +178,28 @@ class KnowledgeBase(Protocol):
         """Every document in the knowledge base, page by page."""
 
     def delete(self, document_id: str, force: bool = False) -> None:
-        """Delete a document; `force` also removes it from agents that use it."""
+        """Delete a document; `force` also removes it from agents that use it.
+
+        `RemoteNotFound` when it is already gone."""
+
+    def dependent_agents(self, document_id: str) -> list[str]:
+        """Ids (or names, where the API gives no id) of the agents that use a document."""
+
+    def list_folder(self, folder_id: str) -> Iterator[RemoteDocument]:
+        """Every document directly inside a folder, page by page (folders left out)."""
+
+    def folder_exists(self, folder_id: str) -> bool:
+        """True when `folder_id` is a knowledge-base folder; False when there is no such thing."""
+
+    def check_key(self) -> None:
+        """One cheap request that needs a valid key; `RemoteError` (auth_error) if refused."""
+
+    def agent_documents(self, agent_id: str) -> list[AgentDocument]:
+        """The knowledge base of an agent; `RemoteNotFound` when there is no such agent."""
+
+    def set_agent_documents(self, agent_id: str, documents: list[AgentDocument]) -> None:
+        """Write an agent's whole knowledge-base list back."""
+
+    def compute_rag_index(self, document_id: str, model: str) -> str:
+        """Start RAG indexing (or read its state); returns the status in lower case
+        (`created`, `processing`, `succeeded`, `failed`, `rag_limit_exceeded`, ...)."""

@@ -49,6 +49,7 @@ class Action(StrEnum):
     UNCHANGED = "unchanged"
     FAILED = "failed"
     SKIPPED = "skipped"
+    DELETED = "deleted"
 
 
 MAX_ERROR_MESSAGE = 2000
@@ -129,6 +130,11 @@ class Document:
     """When a later `sync` may try a transiently failed document again.
 
     None: it waits for `retry-failed`."""
+    delete_requested: bool = False
+    """The user asked for it to go (`delete`, `upload --delete-missing`): the next push deletes
+    it from ElevenLabs, then from Firestore."""
+    rag_status: str | None = None
+    """The ElevenLabs RAG index status last heard for the pushed text (with `KBSYNC_RAG`)."""
 
     @property
     def needs_push(self) -> bool:
@@ -150,7 +156,8 @@ class SyncOutcome:
 
     id: str
     name: str
-    status: SyncStatus
+    status: SyncStatus | None
+    """None once the document is deleted."""
     action: Action
     elevenlabs_document_id: str | None = None
     error_type: ErrorType | None = None

@@ -11,7 +11,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group, RenderableType
 from rich.markup import escape
@@ -29,6 +29,10 @@ from rich.text import Text
 from kbsync.errors import RemoteError
 from kbsync.models import Document, SyncOutcome, SyncStatus
 
+if TYPE_CHECKING:
+    from kbsync.agents import AgentChange
+    from kbsync.prune import PruneResult
+
 log = logging.getLogger("kbsync")
 
 STATUS_STYLES: Mapping[SyncStatus, str] = {
@@ -38,7 +42,7 @@ STATUS_STYLES: Mapping[SyncStatus, str] = {
     SyncStatus.FAILED: "red",
 }
 
-SUMMARY_KEYS = ("created", "updated", "unchanged", "failed", "skipped")
+SUMMARY_KEYS = ("created", "updated", "unchanged", "failed", "skipped", "deleted")
 
 
 def status_text(status: SyncStatus) -> Text:
@@ -158,11 +162,12 @@ def outcome_line(outcome: SyncOutcome, *, markup: bool) -> str:
     tail = outcome.elevenlabs_document_id or ""
     if outcome.error_type:
         tail = f"{outcome.error_type.value}: {outcome.error_message or ''}"
-    line = f"{outcome.status.value:<9} {outcome.action.value:<9} {outcome.name}"
+    status = outcome.status.value if outcome.status else "gone"
+    line = f"{status:<9} {outcome.action.value:<9} {outcome.name}"
     if tail:
         line += f"  {tail}"
     if markup:
-        style = STATUS_STYLES[outcome.status]
+        style = STATUS_STYLES[outcome.status] if outcome.status else "magenta"
         return f"[{style}]{escape(line)}[/{style}]"
     return line
 
@@ -177,7 +182,8 @@ def summarize(outcomes: Iterable[SyncOutcome], extra_skipped: int = 0) -> dict[s
 
 def summary_line(summary: Mapping[str, int]) -> str:
     """`2 created, 1 updated, 0 unchanged, 1 failed, 0 skipped`."""
-    return ", ".join(f"{summary[key]} {key}" for key in SUMMARY_KEYS)
+    shown = [key for key in SUMMARY_KEYS if key != "deleted" or summary.get(key)]
+    return ", ".join(f"{summary[key]} {key}" for key in shown)
 
 
 def failures_table(outcomes: Sequence[SyncOutcome]) -> Table:
@@ -226,7 +232,11 @@ def documents_table(documents: Iterable[Document]) -> Table:
     return table
 
 
-def status_view(counts: Mapping[SyncStatus, int], failed: Sequence[Document]) -> RenderableType:
+def status_view(
+    counts: Mapping[SyncStatus, int],
+    failed: Sequence[Document],
+    rag: Mapping[str, int] | None = None,
+) -> RenderableType:
     """`kbsync status`: counts per status and the failed documents with their causes."""
     summary = Text()
     for index, status in enumerate(SyncStatus):
@@ -235,6 +245,12 @@ def status_view(counts: Mapping[SyncStatus, int], failed: Sequence[Document]) ->
         summary.append(f"{status.value} ", style=STATUS_STYLES[status])
         summary.append(str(counts.get(status, 0)), style="bold")
     parts: list[RenderableType] = [summary]
+    if rag is not None:
+        index_line = Text("RAG index: ")
+        index_line.append(
+            "   ".join(f"{state} {count}" for state, count in sorted(rag.items())) or "none yet"
+        )
+        parts.append(index_line)
     if failed:
         table = Table(title="Failed documents", title_style="bold red", expand=False)
         table.add_column("name", overflow="fold")
@@ -259,7 +275,7 @@ def outcome_json(outcome: SyncOutcome) -> dict[str, Any]:
     return {
         "name": outcome.name,
         "id": outcome.id,
-        "status": outcome.status.value,
+        "status": outcome.status.value if outcome.status else None,
         "action": outcome.action.value,
         "elevenlabs_document_id": outcome.elevenlabs_document_id,
         "error_type": outcome.error_type.value if outcome.error_type else None,
@@ -281,9 +297,13 @@ def document_json(document: Document) -> dict[str, Any]:
     }
 
 
-def status_json(counts: Mapping[SyncStatus, int], failed: Sequence[Document]) -> dict[str, Any]:
-    """The JSON of `status`."""
-    return {
+def status_json(
+    counts: Mapping[SyncStatus, int],
+    failed: Sequence[Document],
+    rag: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
+    """The JSON of `status` (`rag` only with KBSYNC_RAG)."""
+    payload: dict[str, Any] = {
         "counts": {status.value: counts.get(status, 0) for status in SyncStatus},
         "failed": [
             {
@@ -298,8 +318,63 @@ def status_json(counts: Mapping[SyncStatus, int], failed: Sequence[Document]) ->
             for document in failed
         ],
     }
+    if rag is not None:
+        payload["rag"] = dict(rag)
+    return payload
 
 
 def run_json(outcomes: Sequence[SyncOutcome], summary: Mapping[str, int]) -> dict[str, Any]:
     """The JSON of upload, sync and retry-failed."""
     return {"documents": [outcome_json(o) for o in outcomes], "summary": dict(summary)}
+
+
+def render_agents(console: Console, changes: Sequence[AgentChange]) -> None:
+    """One line per agent kept in step: what was added and removed, or why it failed."""
+    for change in changes:
+        if change.error is not None:
+            line = f"agent {change.agent_id}: not updated: {change.error.message}"
+            console.print(line, style="red", markup=False, highlight=False, soft_wrap=True)
+            continue
+        line = f"agent {change.agent_id}: {len(change.added)} added, {len(change.removed)} removed"
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def agent_json(change: AgentChange) -> dict[str, Any]:
+    """One entry of `agents` in the JSON of a run."""
+    return {
+        "agent_id": change.agent_id,
+        "added": change.added,
+        "removed": change.removed,
+        "error_message": change.error.message if change.error else None,
+    }
+
+
+def render_prune(console: Console, result: PruneResult) -> None:
+    """`kbsync prune`: one line per orphaned document, then a summary."""
+    for item in result.items:
+        line = f"{item.action.value:<12} {item.name}  {item.id}"
+        if item.reason:
+            line += f"  ({item.reason})"
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    counts = Counter(item.action.value for item in result.items)
+    summary = ", ".join(f"{count} {action}" for action, count in sorted(counts.items()))
+    console.print(summary or "Nothing to prune.", markup=False, highlight=False)
+
+
+def prune_json(result: PruneResult) -> dict[str, Any]:
+    """The JSON of `prune`."""
+    from kbsync.prune import PruneAction  # noqa: PLC0415  keeps tenacity out of list/status
+
+    counts = Counter(item.action.value for item in result.items)
+    return {
+        "documents": [
+            {
+                "name": item.name,
+                "elevenlabs_document_id": item.id,
+                "action": item.action.value,
+                "reason": item.reason,
+            }
+            for item in result.items
+        ],
+        "summary": {action.value: counts.get(action.value, 0) for action in PruneAction},
+    }

@@ -354,8 +354,10 @@ class FirestoreStore:
         elevenlabs_document_id: str,
         pushed_hash: str,
         retries: int,
+        rag_status: str | None = None,
     ) -> Document | None:
-        """Record a push: `completed`, or `pending` if the content changed meanwhile."""
+        """Record a push: `completed`, or `pending` if the content changed meanwhile (or its
+        deletion was asked for meanwhile)."""
         now = _utcnow()
 
         def decide(data: _Fields | None) -> _Decision[Document | None]:
@@ -364,8 +366,9 @@ class FirestoreStore:
             assert data is not None  # for mypy: _held() is False without data
             stored = _document(claim.document.id, data)
             changed = stored.content_hash != pushed_hash
+            again = changed or stored.delete_requested
             fields: _Fields = {
-                "sync_status": (SyncStatus.PENDING if changed else SyncStatus.COMPLETED).value,
+                "sync_status": (SyncStatus.PENDING if again else SyncStatus.COMPLETED).value,
                 "elevenlabs_document_id": elevenlabs_document_id,
                 "pushed_hash": pushed_hash,
                 # Retries of the text that was pushed do not count for newer content.
@@ -378,6 +381,8 @@ class FirestoreStore:
                 **_NO_LEASE,
                 "updated_at": now,
             }
+            if rag_status is not None:
+                fields["rag_status"] = rag_status
             return fields, _document(claim.document.id, data | fields)
 
         return self._change(claim.document.id, decide, _as_claimed(claim))
@@ -441,6 +446,90 @@ class FirestoreStore:
             return fields, True
 
         return self._change(claim.document.id, decide, _as_claimed(claim))
+
+    def request_deletion(self, doc_ids: Iterable[str]) -> list[Document]:
+        """Mark documents for deletion: the next push deletes them (ElevenLabs, then Firestore).
+
+        A document another run is pushing under a live lease keeps its status; that run sees
+        the mark when it records its outcome and leaves the document `pending`.
+        """
+        now = _utcnow()
+
+        def decide(doc_id: str, data: _Fields | None) -> _Decision[Document | None]:
+            if data is None:
+                return None, None
+            stored = _document(doc_id, data)
+            fields: _Fields = {
+                "delete_requested": True,
+                "failed_runs": 0,
+                "next_attempt_at": None,
+                "updated_at": now,
+            }
+            if not (stored.sync_status == SyncStatus.SYNCING and not _lease_expired(stored, now)):
+                fields |= {"sync_status": SyncStatus.PENDING.value, **_NO_LEASE}
+                if _taken_from_a_dead_run(stored):
+                    fields["create_in_doubt"] = True
+            return fields, _document(doc_id, data | fields)
+
+        written = [
+            self._change(doc_id, functools.partial(decide, doc_id))
+            for doc_id in dict.fromkeys(doc_ids)
+        ]
+        return [document for document in written if document is not None]
+
+    def remove(self, claim: Claim) -> bool:
+        """Delete a claimed document from Firestore, only while `claim` still holds it."""
+        snapshot = _as_claimed(claim) or self._read(claim.document.id)
+        for _ in range(MAX_CONFLICTS):
+            data = snapshot.to_dict()
+            if not _held(data, claim.owner):
+                return False
+            ref = self._ref(claim.document.id)
+            try:
+                option = self.client.write_option(last_update_time=snapshot.update_time)
+                ref.delete(option=option, retry=self._retry, timeout=self.timeout)
+            except (api_errors.FailedPrecondition, api_errors.NotFound):
+                snapshot = self._read(claim.document.id)
+                if not snapshot.exists:
+                    return True
+                continue
+            except (api_errors.GoogleAPIError, auth_errors.GoogleAuthError) as error:
+                raise self._unavailable(error) from error
+            return True
+        return False
+
+    def remote_documents(self) -> Iterator[tuple[str | None, str, SyncStatus, str]]:
+        """(ElevenLabs id or None, name, status, Firestore id) of every document, without
+        reading the texts."""
+        query = self._collection().select(["elevenlabs_document_id", "name", "sync_status"])
+        for snapshot in self._paged(query.order_by(FieldPath.document_id()), ID_PAGE_SIZE):
+            data = snapshot.to_dict() or {}
+            remote_id = _text(data.get("elevenlabs_document_id"))
+            name = _text(data.get("name")) or snapshot.id
+            yield remote_id, name, _status(data.get("sync_status")), snapshot.id
+
+    def rag_counts(self) -> dict[str, int]:
+        """How many documents have each RAG index status (those with one), no texts read."""
+        counts: dict[str, int] = {}
+        query = self._collection().select(["rag_status"]).order_by(FieldPath.document_id())
+        for snapshot in self._paged(query, ID_PAGE_SIZE):
+            state = _text((snapshot.to_dict() or {}).get("rag_status"))
+            if state:
+                counts[state] = counts.get(state, 0) + 1
+        return counts
+
+    def from_directory(self, directory: str) -> Iterator[Document]:
+        """Documents uploaded from below `directory` (their `source` starts with it)."""
+        prefix = directory.rstrip("/") + "/"
+        query = (
+            self._collection()
+            .where(filter=FieldFilter("source", ">=", prefix))
+            .where(filter=FieldFilter("source", "<", prefix + "\uffff"))
+            .select(["name", "source", "sync_status", "delete_requested"])
+            .order_by("source")
+        )
+        for snapshot in self._paged(query, ID_PAGE_SIZE):
+            yield _document(snapshot.id, snapshot.to_dict() or {})
 
     def reset_failed(self, names: Iterable[str] | None = None) -> list[Document]:
         """Move `failed` documents (all, or those named) back to `pending`; others are left."""
@@ -679,6 +768,8 @@ def _document(doc_id: str, data: _Fields) -> Document:
         lease_expires_at=_timestamp(data.get("lease_expires_at")),
         failed_runs=_count(data.get("failed_runs")),
         next_attempt_at=_timestamp(data.get("next_attempt_at")),
+        delete_requested=data.get("delete_requested") is True,
+        rag_status=_text(data.get("rag_status")),
     )
 
 
