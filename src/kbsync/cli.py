@@ -500,21 +500,26 @@ def retry_failed(
     settings = _settings(agent_ids=tuple(agent_id) if agent_id else None, rag=rag or None)
     settings.require_api_key()
     store = _open_store(settings)
-    named = list(dict.fromkeys(names or []))
-    found = {name: store.get_by_name(name) for name in named}
-    missing = [name for name, document in found.items() if document is None]
-    if missing:
-        raise InputError([InputProblem(name, "no document with this name") for name in missing])
+    found = _named(store, names or [])
     not_failed = [
         skipped_outcome(document)
-        for document in found.values()
-        if document is not None and document.sync_status is not SyncStatus.FAILED
+        for document in found
+        if document.sync_status is not SyncStatus.FAILED
     ]
-    reset = store.reset_failed(named or None)
+    reset = store.reset_failed([document.name for document in found] or None)
     view = _run_view(as_json, "Retrying")
     report, agents = _push(settings, store, [document.id for document in reset], view)
     outcomes = sorted([*report.outcomes, *not_failed], key=lambda outcome: outcome.name)
     _finish_run(view, report, outcomes, agents=agents)
+
+
+def _named(store: DocumentStore, names: Sequence[str]) -> list[Document]:
+    """The documents with these names; exit 2, naming each, if any does not exist."""
+    found = {name: store.get_by_name(name) for name in dict.fromkeys(names)}
+    missing = [name for name, document in found.items() if document is None]
+    if missing:
+        raise InputError([InputProblem(name, "no document with this name") for name in missing])
+    return [document for document in found.values() if document is not None]
 
 
 @_command()
@@ -541,12 +546,7 @@ def delete(
     if not keep_remote:
         settings.require_api_key()
     store = _open_store(settings)
-    named = list(dict.fromkeys(names))
-    found = {name: store.get_by_name(name) for name in named}
-    missing = [name for name, document in found.items() if document is None]
-    if missing:
-        raise InputError([InputProblem(name, "no document with this name") for name in missing])
-    marked = store.request_deletion(d.id for d in found.values() if d is not None)
+    marked = store.request_deletion(document.id for document in _named(store, names))
     view = _run_view(as_json, "Deleting")
     if keep_remote:
         _finish_run(view, *_forget(settings, store, [d.id for d in marked], view))

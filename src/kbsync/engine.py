@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from tenacity import (
     RetryCallState,
@@ -72,22 +72,26 @@ class RetryPolicy:
             wait = self.backoff_base * 2.0 ** (failed_attempts - 1) * rng.uniform(1.0, 1.5)
         return max(0.0, min(self.backoff_max, wait))
 
-    def call(self, send: Callable[..., T], *args: object) -> T:
-        """One request outside a run (agents, prune, doctor), retried as a push would be."""
-        rng = random.Random()
+    def retrying(self, rng: random.Random, **hooks: Any) -> Retrying:
+        """The tenacity loop of this policy: transient `RemoteError`s only, up to
+        `max_attempts`, waiting `wait_before_retry`. `hooks` adds tenacity's own arguments."""
 
         def wait(state: RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome else None
             retry_after = error.retry_after if isinstance(error, RemoteError) else None
             return self.wait_before_retry(state.attempt_number, retry_after, rng)
 
-        retrying = Retrying(
-            stop=stop_after_attempt(self.max_attempts),
-            wait=wait,
-            retry=retry_if_exception(lambda exc: isinstance(exc, RemoteError) and exc.transient),
-            reraise=True,
-        )
-        return retrying(send, *args)
+        options: dict[str, Any] = {
+            "stop": stop_after_attempt(self.max_attempts),
+            "wait": wait,
+            "retry": retry_if_exception(lambda exc: isinstance(exc, RemoteError) and exc.transient),
+            "reraise": True,
+        }
+        return Retrying(**(options | hooks))
+
+    def call(self, send: Callable[..., T], *args: object) -> T:
+        """One request outside a run (agents, prune, doctor), retried as a push would be."""
+        return self.retrying(random.Random())(send, *args)
 
     def next_run_delay(self, failed_runs: int, rng: random.Random) -> float | None:
         """Seconds before a later `sync` tries a document that failed transiently in
@@ -496,11 +500,6 @@ class SyncEngine:
         policy = self.policy
         last_error: RemoteError | None = None
 
-        def wait(state: RetryCallState) -> float:
-            error = state.outcome.exception() if state.outcome else None
-            retry_after = error.retry_after if isinstance(error, RemoteError) else None
-            return policy.wait_before_retry(state.attempt_number, retry_after, self.rng)
-
         def before_sleep(state: RetryCallState) -> None:
             nonlocal last_error
             error = state.outcome.exception() if state.outcome else None
@@ -517,13 +516,11 @@ class SyncEngine:
             if stop.wait(seconds) and last_error is not None:
                 raise last_error
 
-        return Retrying(
+        return policy.retrying(
+            self.rng,
             stop=stop_after_attempt(policy.max_attempts) | stop_when_event_set(stop),
-            wait=wait,
-            retry=retry_if_exception(lambda exc: isinstance(exc, RemoteError) and exc.transient),
             before_sleep=before_sleep,
             sleep=sleep,
-            reraise=True,
         )
 
     def _give_back(self, push: _Push) -> None:

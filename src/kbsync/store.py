@@ -465,10 +465,7 @@ class FirestoreStore:
                 "next_attempt_at": None,
                 "updated_at": now,
             }
-            if not (stored.sync_status == SyncStatus.SYNCING and not _lease_expired(stored, now)):
-                fields |= {"sync_status": SyncStatus.PENDING.value, **_NO_LEASE}
-                if _taken_from_a_dead_run(stored):
-                    fields["create_in_doubt"] = True
+            fields |= _back_to_pending(stored, now)
             return fields, _document(doc_id, data | fields)
 
         written = [
@@ -658,11 +655,7 @@ def _upsert_decision(
             "sync_error_message": None,
             "updated_at": now,
         }
-        if not (stored.sync_status == SyncStatus.SYNCING and not _lease_expired(stored, now)):
-            # A run pushing it under a live lease sees the new hash when it records its result.
-            fields |= {"sync_status": SyncStatus.PENDING.value, **_NO_LEASE}
-            if _taken_from_a_dead_run(stored):
-                fields["create_in_doubt"] = True
+        fields |= _back_to_pending(stored, now)
         return fields, UpsertResult(_document(new.id, data | fields), UpsertAction.CHANGED)
     if stored.sync_status == SyncStatus.FAILED:
         fields = {
@@ -698,6 +691,20 @@ def _new_fields(new: NewDocument, now: datetime) -> _Fields:
         "failed_runs": 0,
         "next_attempt_at": None,
     }
+
+
+def _back_to_pending(stored: Document, now: datetime) -> _Fields:
+    """The fields that make a changed document due again.
+
+    None while another run pushes it under a live lease: that run sees the change when it
+    records its outcome and leaves the document `pending` itself.
+    """
+    if stored.sync_status == SyncStatus.SYNCING and not _lease_expired(stored, now):
+        return {}
+    fields: _Fields = {"sync_status": SyncStatus.PENDING.value, **_NO_LEASE}
+    if _taken_from_a_dead_run(stored):
+        fields["create_in_doubt"] = True
+    return fields
 
 
 def _taken_from_a_dead_run(stored: Document) -> bool:
