@@ -349,9 +349,7 @@ class SyncEngine:
 
         threads = [
             threading.Thread(target=worker, name=f"kbsync-push-{n}", daemon=True)
-            # Twice as many workers as request slots, so that the Firestore reads and writes of
-            # some documents overlap the requests of others and the API's slots never sit idle.
-            for n in range(min(2 * self.concurrency + 2, len(ids)))
+            for n in range(min(self._workers(), len(ids)))
         ]
         for thread in threads:
             thread.start()
@@ -366,6 +364,12 @@ class SyncEngine:
                 thread.join(max(0.0, deadline - time.monotonic()))
             self._release_held()
         return report
+
+    def _workers(self) -> int:
+        """Twice as many workers as request slots, so that the Firestore reads and writes of
+        some documents overlap the requests of others and the API's slots never sit idle; but
+        `--concurrency 1` is one document at a time, in order, as a user reading it expects."""
+        return 1 if self.concurrency == 1 else 2 * self.concurrency + 2
 
     def _release_held(self) -> None:
         """Give back every document still in flight as `pending`, flagging possible creates."""
