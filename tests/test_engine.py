@@ -1387,3 +1387,25 @@ def test_adaptive_limit_drops_to_what_the_server_took_and_grows_back() -> None:
     with limit.slot(never):
         limit.over_limit()
     assert limit.limit == 1, "never below one request at a time"
+
+
+def test_a_dead_runs_copy_of_an_older_text_is_adopted_and_updated(
+    store: DocumentStore, kb: Any, make_engine: Any
+) -> None:
+    """Found by the life-cycle state machine: a run died after its create of "alpha" landed,
+    the user then changed the text to "beta"; the next run must not make a second copy."""
+    doc_id = put(store, "doc.md", "alpha")
+    now = utcnow()
+    assert store.claim(doc_id, "kbsync-dead", 300, now) is not None
+    store.upsert([NewDocument("doc.md", "beta", None)])  # while the dead run's lease is live
+    kb.find_by_name.return_value = [RemoteDocument("el-alpha", "doc.md")]
+    kb.get_content.return_value = "alpha"
+
+    make_engine(clock=lambda: now + timedelta(seconds=301)).run([doc_id])
+
+    kb.create.assert_not_called()
+    kb.update.assert_called_once_with("el-alpha", "doc.md", "beta")
+    document = get(store, doc_id)
+    assert document.sync_status is SyncStatus.COMPLETED
+    assert document.elevenlabs_document_id == "el-alpha"
+    assert document.doubt_hashes == ()

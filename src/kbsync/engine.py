@@ -36,6 +36,7 @@ from kbsync.models import (
     Failure,
     SyncOutcome,
     SyncStatus,
+    content_hash,
 )
 
 log = logging.getLogger(__name__)
@@ -292,6 +293,7 @@ class SyncEngine:
         self._report_taken = True
         self._lock = threading.Lock()
         self._held: dict[str, _Push] = {}
+        self._adopted_stale: set[str] = set()
 
     def due_ids(self) -> list[str]:
         """Ids of every document a `sync` should push now."""
@@ -581,6 +583,13 @@ class SyncEngine:
             adopted = self._find_own_copy(document, stop)
             if adopted is not None:
                 push.in_doubt = False
+                push.remote_id = adopted
+                if adopted in self._adopted_stale:
+                    # The unheard create sent an older text: bring the copy up to date.
+                    self._call(
+                        stop,
+                        partial(self.kb.update, adopted, document.name, document.content),
+                    )
                 return adopted, Action.CREATED
             if push.unheard is not None:
                 # This run's own create may still be under way on the server (a timeout does
@@ -610,15 +619,21 @@ class SyncEngine:
 
     def _find_own_copy(self, document: Document, stop: threading.Event) -> str | None:
         """The id of a knowledge-base document with this name and this text, if any: the one
-        an unheard create made. Whitespace is not compared, in case the service normalises it."""
+        an unheard create made. Whitespace is not compared, in case the service normalises it.
+        A copy of a text such a create sent (`doubt_hashes`), if the content changed since, is
+        adopted too and remembered as stale."""
         wanted = _words(document.content)
         for candidate in self._call(stop, partial(self.kb.find_by_name, document.name)):
             try:
                 content = self._call(stop, partial(self.kb.get_content, candidate.id))
             except RemoteNotFound:
                 continue
-            if _words(content) == wanted:
+            stale = content_hash(content) in document.doubt_hashes
+            if _words(content) == wanted or stale:
                 log.info("adopting %s already on ElevenLabs as %s", document.name, candidate.id)
+                if _words(content) != wanted:
+                    with self._lock:
+                        self._adopted_stale.add(candidate.id)
                 return candidate.id
         return None
 

@@ -120,6 +120,8 @@ class Document:
     """`content_hash` of the last text a push was attempted for (to count retries)."""
     create_in_doubt: bool = False
     """A create may have reached ElevenLabs without kbsync hearing of it: look before creating."""
+    doubt_hashes: tuple[str, ...] = ()
+    """`content_hash`es of the texts unheard creates sent, which may differ from `content` now."""
     lease_owner: str | None = None
     """The run that holds this document while it is `syncing`."""
     lease_expires_at: datetime | None = None

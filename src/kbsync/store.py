@@ -338,7 +338,7 @@ class FirestoreStore:
             if stored.attempted_hash == stored.content_hash:
                 fields["sync_retry_count"] = stored.sync_retry_count + 1
             if _taken_from_a_dead_run(stored):
-                fields["create_in_doubt"] = True
+                fields |= _in_doubt_after_a_dead_run(stored)
             merged = data | fields
             return fields, Claim(document=_document(doc_id, merged), owner=owner, version=merged)
 
@@ -376,6 +376,7 @@ class FirestoreStore:
                 "sync_error_type": None,
                 "sync_error_message": None,
                 "create_in_doubt": False,
+                "doubt_hashes": [],
                 "failed_runs": 0,
                 "next_attempt_at": None,
                 **_NO_LEASE,
@@ -405,6 +406,8 @@ class FirestoreStore:
             assert data is not None  # for mypy: _held() is False without data
             stored = _document(claim.document.id, data)
             fields: _Fields = {"create_in_doubt": create_in_doubt, **_NO_LEASE, "updated_at": now}
+            if create_in_doubt:
+                fields["doubt_hashes"] = _with_doubt(stored, claim.document.content_hash)
             if stored.content_hash != claim.document.content_hash:
                 # Edited during the push: the new content deserves a fresh try, not this error.
                 fields |= {
@@ -440,6 +443,11 @@ class FirestoreStore:
             fields: _Fields = {
                 "sync_status": SyncStatus.PENDING.value,
                 "create_in_doubt": stored.create_in_doubt or create_in_doubt,
+                **(
+                    {"doubt_hashes": _with_doubt(stored, claim.document.content_hash)}
+                    if create_in_doubt
+                    else {}
+                ),
                 **_NO_LEASE,
                 "updated_at": now,
             }
@@ -648,7 +656,6 @@ def _upsert_decision(
             "content_hash": new.content_hash,
             "source": new.source,
             "sync_retry_count": 0,
-            "attempted_hash": None,
             "failed_runs": 0,
             "next_attempt_at": None,
             "sync_error_type": None,
@@ -703,8 +710,27 @@ def _back_to_pending(stored: Document, now: datetime) -> _Fields:
         return {}
     fields: _Fields = {"sync_status": SyncStatus.PENDING.value, **_NO_LEASE}
     if _taken_from_a_dead_run(stored):
-        fields["create_in_doubt"] = True
+        fields |= _in_doubt_after_a_dead_run(stored)
     return fields
+
+
+def _in_doubt_after_a_dead_run(stored: Document) -> _Fields:
+    """The dead run may have created the text it was pushing (`attempted_hash`): remember
+    which, so the next push can recognise that copy even if the content changed since."""
+    fields: _Fields = {"create_in_doubt": True}
+    if stored.attempted_hash:
+        fields["doubt_hashes"] = _with_doubt(stored, stored.attempted_hash)
+    return fields
+
+
+MAX_DOUBTS = 10
+"""Texts in doubt remembered per document (each run that died or timed out adds its own)."""
+
+
+def _with_doubt(stored: Document, sent_hash: str) -> list[str]:
+    """`doubt_hashes` with `sent_hash` added: every text an unheard create may have made."""
+    hashes = [h for h in stored.doubt_hashes if h != sent_hash] + [sent_hash]
+    return hashes[-MAX_DOUBTS:]
 
 
 def _taken_from_a_dead_run(stored: Document) -> bool:
@@ -771,6 +797,7 @@ def _document(doc_id: str, data: _Fields) -> Document:
         pushed_hash=_text(data.get("pushed_hash")),
         attempted_hash=_text(data.get("attempted_hash")),
         create_in_doubt=data.get("create_in_doubt") is True,
+        doubt_hashes=tuple(h for h in data.get("doubt_hashes") or () if isinstance(h, str)),
         lease_owner=_text(data.get("lease_owner")),
         lease_expires_at=_timestamp(data.get("lease_expires_at")),
         failed_runs=_count(data.get("failed_runs")),
